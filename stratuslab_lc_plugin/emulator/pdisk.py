@@ -1,0 +1,373 @@
+"""The local cloud's persistent disk service (pdisk 14.06, spec §4).
+
+Mounted by the front at ``/pdisk/pswd`` and ``/pdisk/cert``; the front authenticates
+the caller and passes the user name, which is the disk owner. The configured service
+user (``pdisk`` by default) is a super-user who sees and may change every disk.
+
+Routes (each also with a trailing ``/``):
+
+================================  ===================  ==================================
+path                              methods              what
+================================  ===================  ==================================
+``/disks``                        GET, POST            list own disks (newest first), create
+``/disks/{uuid}``                 GET, HEAD, PUT,      read, exists?, update (form), delete
+                                  DELETE
+``/disks/{uuid}/mounts``          GET, POST            list mounts, attach (form ``node``,
+                                                       ``vm_id``, ``register_only``)
+``/disks/{uuid}/mounts/{mount}``  GET, DELETE          read, detach (mount id
+                                                       ``<uuid>_<vm id>``)
+================================  ===================  ==================================
+
+Every JSON value is a string (``size`` and ``count`` too), keys in the order of the
+server's FreeMarker templates; errors are ``{"message": ..., "code": <int>}``.
+Devices are allocated per VM from ``vdz`` downwards, the first free letter first;
+``register_only`` mounts are bookkeeping only and get the target ``static``.
+
+State lives in the shared :class:`~.store.Store` (tables ``pdisk_disks`` and
+``pdisk_mounts``); each request runs in one store transaction, so concurrent requests
+never see half an operation nor get the same device twice.
+
+Choices where the spec gives no exact text (see the tests): 403 messages are
+"insufficient rights to <view|update|delete|attach|detach> disk (<uuid>)"; an
+unknown mount is a 404 with Restlet's default description; a bad ``visibility`` is
+400 "invalid visibility: <value>"; a non-integer size is 400 "Error parsing size:
+For input string: \"<value>\"" (Java's message). The copy-on-write ``POST /disks/{uuid}``,
+uploads, ``/turl`` and ``/instances`` are not emulated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Union
+
+from .marketplace import RESTLET_DESCRIPTIONS
+from .store import Store
+from .web import Request, Response
+
+__all__ = ["PdiskHandler", "Mount", "DISK_TYPES"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pdisk_disks (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order (newest first lists)
+    uuid        TEXT NOT NULL UNIQUE,
+    owner       TEXT NOT NULL,
+    tag         TEXT NOT NULL DEFAULT '',
+    size        INTEGER NOT NULL,
+    visibility  TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    identifier  TEXT NOT NULL DEFAULT '',
+    quarantine  TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pdisk_mounts (
+    disk_uuid   TEXT NOT NULL REFERENCES pdisk_disks(uuid),
+    vm_id       TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    created     REAL NOT NULL,
+    PRIMARY KEY (disk_uuid, vm_id)
+);
+-- One device per VM; register-only mounts all share the pseudo target "static".
+CREATE UNIQUE INDEX IF NOT EXISTS pdisk_mounts_device
+    ON pdisk_mounts(vm_id, target) WHERE target <> 'static';
+"""
+
+DISK_TYPES = ("MACHINE_IMAGE_ORIGIN", "MACHINE_IMAGE_LIVE", "DATA_IMAGE_ORIGIN",
+              "DATA_IMAGE_LIVE", "DATA_IMAGE_RAW_READONLY", "DATA_IMAGE_RAW_READ_WRITE")
+_VISIBILITIES = ("PRIVATE", "PUBLIC")
+_STATIC_TARGET = "static"
+_DEVICES = tuple("vd" + chr(c) for c in range(ord("z"), ord("a") - 1, -1))  # vdz ... vda
+_MAX_SIZE = 1024
+_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+_JSON_TYPE = "application/json; charset=UTF-8"
+
+_ROUTES = (
+    (re.compile(r"/disks/?"), "disks", ("GET", "POST")),
+    (re.compile(r"/disks/([^/]+)/?"), "disk", ("GET", "PUT", "DELETE")),
+    (re.compile(r"/disks/([^/]+)/mounts/?"), "mounts", ("GET", "POST")),
+    (re.compile(r"/disks/([^/]+)/mounts/([^/]+)/?"), "mount", ("GET", "DELETE")),
+)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A disk attached to (or registered for) a VM."""
+
+    disk_uuid: str
+    vm_id: str
+    node: str
+    target: str
+
+    @property
+    def mount_id(self) -> str:
+        return f"{self.disk_uuid}_{self.vm_id}"
+
+
+class _Refusal(Exception):
+    """An error answer: status code and the message the client shows."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(status: int, document: object) -> Response:
+    return Response(status, json.dumps(document).encode("utf-8"), _JSON_TYPE)
+
+
+def _java_int(text: str) -> int:
+    """``Integer.parseInt`` semantics, with Java's error text."""
+    if not _JAVA_INT.fullmatch(text) or not -2 ** 31 <= int(text) < 2 ** 31:
+        raise ValueError(f'For input string: "{text}"')
+    return int(text)
+
+
+def _visibility(text: str) -> str:
+    value = text.strip().upper()
+    if value not in _VISIBILITIES:
+        raise _Refusal(400, f"invalid visibility: {text}")
+    return value
+
+
+class PdiskHandler:
+    """The pdisk REST/JSON service over the shared store."""
+
+    def __init__(self, store: Store, service_user: str = "pdisk") -> None:
+        self.store = store
+        self.service_user = service_user
+        store.ensure_schema(_SCHEMA)
+
+    # --- API for the rest of the local cloud ----------------------------------------
+
+    def mounts_for_vm(self, vm_id: Union[int, str]) -> List[Mount]:
+        """The disks attached to a VM, most recent first."""
+        with self.store.transaction() as db:
+            rows = db.execute("SELECT disk_uuid, vm_id, node, target FROM pdisk_mounts "
+                              "WHERE vm_id = ? ORDER BY created DESC, rowid DESC",
+                              (str(vm_id),)).fetchall()
+        return [Mount(*row) for row in rows]
+
+    def release_vm(self, vm_id: Union[int, str]) -> List[str]:
+        """Forget every mount of a VM that is gone (so its disks can be deleted again);
+        returns the disk uuids that were released."""
+        with self.store.transaction() as db:
+            rows = db.execute("SELECT disk_uuid FROM pdisk_mounts WHERE vm_id = ?",
+                              (str(vm_id),)).fetchall()
+            db.execute("DELETE FROM pdisk_mounts WHERE vm_id = ?", (str(vm_id),))
+        return [row[0] for row in rows]
+
+    # --- HTTP -----------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        head = request.method == "HEAD"
+        method = "GET" if head else request.method
+        try:
+            if not request.user:
+                # The front authenticates every pdisk route; refuse rather than guess.
+                raise _Refusal(401, "authentication required")
+            for pattern, name, methods in _ROUTES:
+                match = pattern.fullmatch(request.path)
+                if match:
+                    break
+            else:
+                raise _Refusal(404, RESTLET_DESCRIPTIONS[404])
+            if method not in methods:
+                response = self._error(405, RESTLET_DESCRIPTIONS[405])
+                response.headers["Allow"] = ", ".join(methods + ("HEAD",))
+                return response
+            with self.store.transaction() as db:
+                response = getattr(self, f"_{name}_{method.lower()}")(
+                    db, request, *match.groups())
+        except _Refusal as refusal:
+            response = self._error(refusal.status, refusal.message)
+        if head:
+            response.body = b""
+        return response
+
+    @staticmethod
+    def _error(status: int, message: str) -> Response:
+        return _json(status, {"message": message, "code": status})
+
+    # --- /disks ---------------------------------------------------------------------
+
+    def _disks_get(self, db, request: Request) -> Response:
+        sql = "SELECT * FROM pdisk_disks"
+        args: tuple = ()
+        if request.user != self.service_user:
+            sql += " WHERE owner = ?"
+            args = (request.user,)
+        rows = db.execute(sql + " ORDER BY seq DESC", args).fetchall()
+        return _json(200, [self._summary(db, row) for row in rows])
+
+    def _disks_post(self, db, request: Request) -> Response:
+        form = request.form
+        try:
+            size = _java_int(form["size"]) if "size" in form else -1
+        except ValueError as exc:
+            raise _Refusal(400, f"Error parsing size: {exc}") from None
+        if not 1 <= size <= _MAX_SIZE:
+            raise _Refusal(400, f"Size must be an integer between 1 and {_MAX_SIZE}")
+        visibility = _visibility(form.get("visibility", "private"))
+        disk_uuid = str(uuidlib.uuid4())
+        db.execute("INSERT INTO pdisk_disks (uuid, owner, tag, size, visibility, type, created)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (disk_uuid, request.user, form.get("tag", ""), size, visibility,
+                    "DATA_IMAGE_RAW_READ_WRITE", time.time()))
+        return _json(201, {"uuid": disk_uuid})
+
+    # --- /disks/{uuid} --------------------------------------------------------------
+
+    def _disk_get(self, db, request: Request, disk_uuid: str) -> Response:
+        row = self._disk(db, disk_uuid)
+        self._require(self._may_view(row, request.user), "view", disk_uuid)
+        return _json(200, self._detail(db, row))
+
+    def _disk_put(self, db, request: Request, disk_uuid: str) -> Response:
+        row = self._disk(db, disk_uuid)
+        self._require(self._may_change(row, request.user), "update", disk_uuid)
+        form = request.form
+        changes: Dict[str, str] = {}
+        for name in ("tag", "identifier", "quarantine"):
+            if name in form:
+                changes[name] = form[name]
+        if "visibility" in form:
+            changes["visibility"] = _visibility(form["visibility"])
+        if form.get("owner"):
+            changes["owner"] = form["owner"]
+        if "type" in form:
+            if form["type"].upper() not in DISK_TYPES:
+                raise _Refusal(400, f"invalid disk type: {form['type']}")
+            changes["type"] = form["type"].upper()
+        # Columns come from the fixed names above, never from the request.
+        for column, value in changes.items():
+            db.execute(f"UPDATE pdisk_disks SET {column} = ? WHERE uuid = ?", (value, disk_uuid))
+        return _json(200, self._detail(db, self._disk(db, disk_uuid)))
+
+    def _disk_delete(self, db, request: Request, disk_uuid: str) -> Response:
+        row = self._disk(db, disk_uuid)
+        self._require(self._may_change(row, request.user), "delete", disk_uuid)
+        if self._count(db, disk_uuid):
+            raise _Refusal(409, f"disk ({disk_uuid}) is in use and can't be deleted")
+        db.execute("DELETE FROM pdisk_disks WHERE uuid = ?", (disk_uuid,))
+        return _json(200, {"uuid": disk_uuid})
+
+    # --- /disks/{uuid}/mounts -------------------------------------------------------
+
+    def _mounts_get(self, db, request: Request, disk_uuid: str) -> Response:
+        row = self._disk(db, disk_uuid)
+        self._require(self._may_view(row, request.user), "view", disk_uuid)
+        mounts = db.execute("SELECT vm_id, target FROM pdisk_mounts WHERE disk_uuid = ? "
+                            "ORDER BY created, rowid", (disk_uuid,)).fetchall()
+        return _json(200, [{"vmId": vm, "device": target} for vm, target in mounts])
+
+    def _mounts_post(self, db, request: Request, disk_uuid: str) -> Response:
+        row = self._find(db, disk_uuid)
+        if row is None:
+            raise _Refusal(404, f"Unknown disk: {disk_uuid}")
+        node = request.form.get("node", "")
+        vm_id = request.form.get("vm_id", "")
+        if not node:
+            raise _Refusal(400, "missing node attribute")
+        if not vm_id:
+            raise _Refusal(400, "missing vm_id attribute")
+        self._require(self._may_view(row, request.user), "attach", disk_uuid)
+        if db.execute("SELECT 1 FROM pdisk_mounts WHERE disk_uuid = ? AND vm_id = ?",
+                      (disk_uuid, vm_id)).fetchone():
+            raise _Refusal(403, f"Mount already exists for: {disk_uuid}_{vm_id}")
+        if request.form.get("register_only", "").lower() == "true":
+            target = _STATIC_TARGET
+        else:
+            used = {t for (t,) in db.execute(
+                "SELECT target FROM pdisk_mounts WHERE vm_id = ?", (vm_id,))}
+            target = next((d for d in _DEVICES if d not in used), None)
+            if target is None:
+                raise _Refusal(409, "no free devices available")
+        db.execute("INSERT INTO pdisk_mounts (disk_uuid, vm_id, node, target, created) "
+                   "VALUES (?, ?, ?, ?, ?)", (disk_uuid, vm_id, node, target, time.time()))
+        return _json(200, {"node": node, "vm_id": vm_id, "target": target, "uuid": [disk_uuid]})
+
+    # --- /disks/{uuid}/mounts/{mount id} --------------------------------------------
+
+    def _mount_get(self, db, request: Request, disk_uuid: str, mount_id: str) -> Response:
+        row = self._disk(db, disk_uuid)
+        self._require(self._may_view(row, request.user), "view", disk_uuid)
+        return _json(200, self._mount_document(self._mount(db, disk_uuid, mount_id)))
+
+    def _mount_delete(self, db, request: Request, disk_uuid: str, mount_id: str) -> Response:
+        row = self._disk(db, disk_uuid)
+        self._require(self._may_view(row, request.user), "detach", disk_uuid)
+        mount = self._mount(db, disk_uuid, mount_id)
+        db.execute("DELETE FROM pdisk_mounts WHERE disk_uuid = ? AND vm_id = ?",
+                   (disk_uuid, mount.vm_id))
+        return _json(200, self._mount_document(mount))
+
+    @staticmethod
+    def _mount_document(mount: Mount) -> Dict[str, str]:
+        return {"diskId": mount.disk_uuid, "mountId": mount.mount_id,
+                "vmId": mount.vm_id, "target": mount.target}
+
+    # --- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _find(db, disk_uuid: str) -> Optional[Mapping]:
+        return db.execute("SELECT * FROM pdisk_disks WHERE uuid = ?", (disk_uuid,)).fetchone()
+
+    def _disk(self, db, disk_uuid: str) -> Mapping:
+        row = self._find(db, disk_uuid)
+        if row is None:
+            raise _Refusal(404, f"disk ({disk_uuid}) does not exist")
+        return row
+
+    @staticmethod
+    def _mount(db, disk_uuid: str, mount_id: str) -> Mount:
+        prefix = disk_uuid + "_"
+        vm_id = mount_id[len(prefix):] if mount_id.startswith(prefix) else None
+        row = vm_id and db.execute(
+            "SELECT disk_uuid, vm_id, node, target FROM pdisk_mounts "
+            "WHERE disk_uuid = ? AND vm_id = ?", (disk_uuid, vm_id)).fetchone()
+        if not row:
+            raise _Refusal(404, RESTLET_DESCRIPTIONS[404])
+        return Mount(*row)
+
+    def _may_view(self, row: Mapping, user: str) -> bool:
+        return row["visibility"] == "PUBLIC" or self._may_change(row, user)
+
+    def _may_change(self, row: Mapping, user: str) -> bool:
+        return user == row["owner"] or user == self.service_user
+
+    @staticmethod
+    def _require(allowed: bool, action: str, disk_uuid: str) -> None:
+        if not allowed:
+            raise _Refusal(403, f"insufficient rights to {action} disk ({disk_uuid})")
+
+    @staticmethod
+    def _count(db, disk_uuid: str) -> int:
+        return db.execute("SELECT COUNT(*) FROM pdisk_mounts WHERE disk_uuid = ?",
+                          (disk_uuid,)).fetchone()[0]
+
+    def _summary(self, db, row: Mapping) -> Dict[str, str]:
+        """A list entry (json/disks.ftl key order)."""
+        document = {"uuid": row["uuid"], "tag": row["tag"]}
+        if row["quarantine"]:
+            document["quarantine"] = row["quarantine"]
+        document["count"] = str(self._count(db, row["uuid"]))
+        document["owner"] = row["owner"]
+        if row["identifier"]:
+            document["identifier"] = row["identifier"]
+        document["size"] = str(row["size"])
+        return document
+
+    def _detail(self, db, row: Mapping) -> Dict[str, str]:
+        """One disk (json/disk.ftl key order)."""
+        document = {"uuid": row["uuid"], "tag": row["tag"],
+                    "count": str(self._count(db, row["uuid"])), "owner": row["owner"]}
+        for optional in ("identifier", "quarantine"):
+            if row[optional]:
+                document[optional] = row[optional]
+        document.update(size=str(row["size"]), type=row["type"], visibility=row["visibility"])
+        return document

@@ -1,0 +1,273 @@
+"""OpenNebula 3.2 XML-RPC behind the StratusLab one-proxy (spec §2).
+
+Two things live here: the calls (``one.vm.allocate``, ``one.vm.info``, ``one.vmpool.info``,
+``one.vm.action``) with their ``[ok, value, code]`` answers checked and mapped to errors,
+and the reading of the ``<VM>`` document into a plain :class:`VmRecord`. What a VM means to
+Libcloud (``Node``, ``NodeState``) is the compute mixin's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import xmlrpc.client
+from dataclasses import dataclass, field
+from typing import Optional
+
+from defusedxml import ElementTree
+
+from stratuslab_lc_plugin.errors import (
+    InvalidStateError,
+    NotFoundError,
+    ProtocolError,
+    ServiceError,
+)
+from stratuslab_lc_plugin.services.common import ServiceConnection
+
+__all__ = [
+    "OneConnection",
+    "OneClient",
+    "VmRecord",
+    "Nic",
+    "Disk",
+    "parse_vm_pool",
+    "parse_vm",
+    "STATE_NAMES",
+    "LCM_STATE_NAMES",
+]
+
+# ONE 3.2 error codes (include/Request.h).
+AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
+    0x0100,
+    0x0200,
+    0x0400,
+    0x0800,
+    0x1000,
+    0x2000,
+)
+
+STATE_NAMES = ("INIT", "PENDING", "HOLD", "ACTIVE", "STOPPED", "SUSPENDED", "DONE", "FAILED")
+LCM_STATE_NAMES = (
+    "LCM_INIT", "PROLOG", "BOOT", "RUNNING", "MIGRATE", "SAVE_STOP", "SAVE_SUSPEND",
+    "SAVE_MIGRATE", "PROLOG_MIGRATE", "PROLOG_RESUME", "EPILOG_STOP", "EPILOG", "SHUTDOWN",
+    "CANCEL", "FAILURE", "CLEANUP", "UNKNOWN",
+)  # fmt: skip
+
+#: ``one.vmpool.info`` filter: only the caller's VMs; no id range; any state but DONE.
+MINE, NO_RANGE, ANY_BUT_DONE = -3, -1, -1
+
+
+class OneConnection(ServiceConnection):
+    service = "compute"
+
+
+class OneClient:
+    """The four ONE calls the driver makes, on one location's connection.
+
+    The one-proxy replaces the session string with the identity it authenticated over
+    HTTP, so the password is not repeated in the request body (where Libcloud's debug
+    log would print it).
+    """
+
+    def __init__(self, connection: OneConnection, action: str, username: Optional[str]) -> None:
+        self.connection = connection
+        self._action = action
+        self._session = "%s:%s" % (username or "dummy", "a" * 40)
+
+    def allocate(self, template: str) -> int:
+        return int(self.call("one.vm.allocate", template, idempotent=False))
+
+    def info(self, vm_id: int) -> str:
+        return self.call("one.vm.info", int(vm_id), idempotent=True)
+
+    def pool(self, start: int = NO_RANGE, end: int = NO_RANGE, state: int = ANY_BUT_DONE) -> str:
+        return self.call("one.vmpool.info", MINE, start, end, state, idempotent=True)
+
+    def action(self, name: str, vm_id: int) -> int:
+        return int(self.call("one.vm.action", name, int(vm_id), idempotent=False))
+
+    def call(self, method: str, *params, idempotent: bool):
+        body = xmlrpc.client.dumps((self._session,) + params, methodname=method, encoding="utf-8")
+        response = self.connection.send(
+            method,
+            self._action,
+            method="POST",
+            data=body.encode("utf-8"),
+            headers={"Content-Type": "text/xml; charset=utf-8"},
+            idempotent=idempotent,
+        )
+        if response.status in (401, 403):
+            raise self.connection.invalid_credentials(method, "HTTP %d" % response.status)
+        if response.status != 200:
+            raise ServiceError(
+                "%s: compute service answered %s with HTTP %d"
+                % (self.connection.location_id, method, response.status),
+                location=self.connection.location_id,
+                operation=method,
+                code=response.status,
+            )
+        return self._unpack(method, response.raw_body)
+
+    def _unpack(self, method: str, body: bytes):
+        location = self.connection.location_id
+        try:
+            (answer,), _ = xmlrpc.client.loads(body)
+        except xmlrpc.client.Fault as fault:
+            raise ServiceError(
+                "%s: %s failed: %s" % (location, method, fault.faultString),
+                location=location, operation=method,
+                code=fault.faultCode, remote_message=fault.faultString,
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable answer is a protocol error
+            raise ProtocolError(
+                "%s: %s answered something that is not an XML-RPC response (%s)"
+                % (location, method, type(exc).__name__),
+                location=location, operation=method,
+            ) from None
+        if not isinstance(answer, (list, tuple)) or len(answer) < 2 or not isinstance(answer[0], bool):
+            raise ProtocolError(
+                "%s: %s answered %r instead of an OpenNebula [ok, value, code] triple"
+                % (location, method, type(answer).__name__),
+                location=location, operation=method,
+            )
+        if answer[0]:
+            return answer[1]
+        message = str(answer[1])
+        code = answer[2] if len(answer) > 2 else None
+        raise _one_error(location, method, code, message)
+
+
+def _one_error(location: str, method: str, code, message: str) -> Exception:
+    from libcloud.common.types import InvalidCredsError
+
+    text = "%s: %s failed: %s" % (location, method, message)
+    if code in (AUTHENTICATION, AUTHORIZATION):
+        return InvalidCredsError(text)
+    cls = {NO_EXISTS: NotFoundError, ACTION: InvalidStateError}.get(code, ServiceError)
+    return cls(text, location=location, operation=method, code=code, remote_message=message)
+
+
+# -- the VM document ----------------------------------------------------------------------
+
+
+@dataclass
+class Nic:
+    network: str
+    ip: Optional[str]
+    mac: Optional[str]
+
+
+@dataclass
+class Disk:
+    disk_id: Optional[int]
+    source: Optional[str]
+    target: Optional[str]
+    type: Optional[str]
+    size: Optional[int]
+    driver: Optional[str]
+
+
+@dataclass
+class VmRecord:
+    """What a ``<VM>`` document says, in Python types."""
+
+    id: int
+    name: str
+    uid: int
+    owner: str
+    group: str
+    state: int
+    lcm_state: int
+    stime: int
+    etime: int
+    cpu: Optional[float]
+    vcpu: Optional[int]
+    memory: Optional[int]
+    nics: list[Nic] = field(default_factory=list)
+    disks: list[Disk] = field(default_factory=list)
+    context: dict[str, str] = field(default_factory=dict)
+    template: dict[str, str] = field(default_factory=dict)
+    host: Optional[str] = None
+
+    @property
+    def state_label(self) -> str:
+        """The 14.06 client's state summary: the LCM name while ACTIVE, else the state name."""
+        if self.state == 3:
+            return _name(LCM_STATE_NAMES, self.lcm_state).title()
+        return _name(STATE_NAMES, self.state).title()
+
+
+def _name(names: tuple[str, ...], code: int) -> str:
+    return names[code] if 0 <= code < len(names) else "unknown_%d" % code
+
+
+def parse_vm_pool(xml_text: str) -> list[VmRecord]:
+    root = ElementTree.fromstring(xml_text)
+    return [_vm_from_element(vm) for vm in root.iter("VM")]
+
+
+def parse_vm(xml_text: str) -> VmRecord:
+    return _vm_from_element(ElementTree.fromstring(xml_text))
+
+
+def _vm_from_element(vm) -> VmRecord:
+    text = vm.findtext
+    template = vm.find("TEMPLATE")
+    scalars: dict[str, str] = {}
+    nics: list[Nic] = []
+    disks: list[Disk] = []
+    context: dict[str, str] = {}
+    if template is not None:
+        for attribute in template:
+            if len(attribute) == 0:
+                scalars[attribute.tag] = attribute.text or ""
+                continue
+            values = {sub.tag: (sub.text or "") for sub in attribute}
+            if attribute.tag == "NIC":
+                nics.append(Nic(values.get("NETWORK", ""), values.get("IP") or None, values.get("MAC") or None))
+            elif attribute.tag == "DISK":
+                disks.append(
+                    Disk(
+                        disk_id=_int(values.get("DISK_ID")),
+                        source=values.get("SOURCE") or None,
+                        target=values.get("TARGET") or None,
+                        type=values.get("TYPE") or None,
+                        size=_int(values.get("SIZE")),
+                        driver=values.get("DRIVER") or None,
+                    )
+                )
+            elif attribute.tag == "CONTEXT":
+                context = values
+    # vm.info lists every history record, vmpool.info the current one: the last is current.
+    hosts = [h.findtext("HOSTNAME") for h in vm.iter("HISTORY")]
+    return VmRecord(
+        id=int(text("ID")),
+        name=text("NAME") or "",
+        uid=_int(text("UID")) or 0,
+        owner=text("UNAME") or "",
+        group=text("GNAME") or "",
+        state=_int(text("STATE")) or 0,
+        lcm_state=_int(text("LCM_STATE")) or 0,
+        stime=_int(text("STIME")) or 0,
+        etime=_int(text("ETIME")) or 0,
+        cpu=_float(scalars.get("CPU")),
+        vcpu=_int(scalars.get("VCPU")),
+        memory=_int(scalars.get("MEMORY")),
+        nics=nics,
+        disks=disks,
+        context=context,
+        template=scalars,
+        host=hosts[-1] if hosts and hosts[-1] else None,
+    )
+
+
+def _int(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _float(value: Optional[str]) -> Optional[float]:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None

@@ -1,0 +1,136 @@
+"""The persistent disk service, pdisk: a small REST API with JSON answers (spec §4).
+
+Every value in pdisk's JSON is a string; :class:`DiskRecord` turns them into Python types
+once, here. Error statuses are mapped to the driver's errors with the server's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import urlencode
+
+from stratuslab_lc_plugin.errors import (
+    AccessDeniedError,
+    InUseError,
+    NotFoundError,
+    ProtocolError,
+    ServiceError,
+)
+from stratuslab_lc_plugin.services.common import ServiceConnection
+
+__all__ = ["PdiskConnection", "PdiskClient", "DiskRecord", "Mount", "DISK_ID"]
+
+#: pdisk volume identifier: a lower-case canonical UUID (spec §3.5).
+DISK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+_JSON = {"Accept": "application/json"}
+
+
+@dataclass
+class DiskRecord:
+    uuid: str
+    tag: str
+    size: int
+    owner: str
+    count: int
+    identifier: Optional[str] = None
+    visibility: Optional[str] = None
+    type: Optional[str] = None
+    quarantine: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DiskRecord":
+        return cls(
+            uuid=str(data["uuid"]),
+            tag=str(data.get("tag", "")),
+            size=int(data.get("size", 0)),
+            owner=str(data.get("owner", "")),
+            count=int(data.get("count", 0)),
+            identifier=data.get("identifier") or None,
+            visibility=data.get("visibility") or None,
+            type=data.get("type") or None,
+            quarantine=data.get("quarantine") or None,
+        )
+
+
+@dataclass
+class Mount:
+    vm_id: str
+    device: str
+
+
+class PdiskConnection(ServiceConnection):
+    service = "pdisk"
+
+
+class PdiskClient:
+    def __init__(self, connection: PdiskConnection) -> None:
+        self.connection = connection
+
+    def list_disks(self) -> list[DiskRecord]:
+        return [DiskRecord.from_json(d) for d in self._call("list_volumes", "GET", "disks/")]
+
+    def get_disk(self, uuid: str) -> DiskRecord:
+        return DiskRecord.from_json(self._call("get_volume", "GET", "disks/%s/" % uuid))
+
+    def create_disk(self, size: int, tag: str, visibility: str = "private") -> str:
+        form = {"size": str(size), "tag": tag, "visibility": visibility}
+        return str(self._call("create_volume", "POST", "disks/", form=form, expect=201)["uuid"])
+
+    def delete_disk(self, uuid: str) -> None:
+        self._call("destroy_volume", "DELETE", "disks/%s/" % uuid)
+
+    def mounts(self, uuid: str) -> list[Mount]:
+        answer = self._call("list_mounts", "GET", "disks/%s/mounts/" % uuid)
+        return [Mount(vm_id=str(m.get("vmId", "")), device=str(m.get("device", ""))) for m in answer]
+
+    def attach(self, uuid: str, host: str, vm_id: int) -> str:
+        """Hot-plug the disk into the VM; returns the device the server chose (``vdz``...)."""
+        form = {"node": host, "vm_id": str(vm_id)}
+        return str(self._call("attach_volume", "POST", "disks/%s/mounts/" % uuid, form=form)["target"])
+
+    def detach(self, uuid: str, vm_id: int) -> str:
+        answer = self._call("detach_volume", "DELETE", "disks/%s/mounts/%s_%s" % (uuid, uuid, vm_id))
+        return str(answer.get("target", ""))
+
+    def _call(self, operation: str, method: str, action: str, *, form=None, expect: int = 200):
+        location = self.connection.location_id
+        response = self.connection.send(
+            operation,
+            action,
+            method=method,
+            data=urlencode(form) if form is not None else None,
+            headers=_FORM if method in ("POST", "PUT", "DELETE") else _JSON,
+            idempotent=method == "GET",
+        )
+        if response.status == expect:
+            try:
+                return json.loads(response.raw_body.decode("utf-8"))
+            except ValueError:
+                raise ProtocolError(
+                    "%s: pdisk answered %s with a body that is not JSON" % (location, operation),
+                    location=location, operation=operation,
+                ) from None
+        message = _message(response.raw_body) or "HTTP %d" % response.status
+        if response.status == 401:
+            raise self.connection.invalid_credentials(operation, message)
+        error = {
+            403: AccessDeniedError,
+            404: NotFoundError,
+            409: InUseError,
+        }.get(response.status, ServiceError)
+        raise error(
+            "%s: pdisk refused %s: %s" % (location, operation, message),
+            location=location, operation=operation, code=response.status, remote_message=message,
+        )
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(json.loads(body.decode("utf-8")).get("message", "")).strip()
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace").strip()

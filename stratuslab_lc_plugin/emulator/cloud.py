@@ -1,0 +1,378 @@
+"""The local StratusLab cloud as one object: ``with LocalCloud() as cloud: ...``.
+
+It wires the pieces of a site together (TLS material, the SQLite store, the ONE pool
+and its life cycle, the Marketplace and pdisk services, the per-VM SSH guests, the
+HTTPS front), and publishes what a client needs, only once the cloud listens: the CA
+certificate, a key pair and a ready-to-use ``stratuslab-user.cfg``. Scripts wait for
+that file to appear. :func:`serve_main` is ``stratuslab-lc cloud serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import lifecycle as lc
+from .front import DEFAULT_MAX_BODY, Front, Mount, make_server_context
+from .one import OneHandler, VmPool
+from .store import Store
+from .tls import CertificateAuthority, write_private
+
+__all__ = ["LocalCloud", "serve_main", "DEFAULT_USER"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER = "stratus"
+CONFIG_NAME = "stratuslab-user.cfg"
+_SECRETS_SCHEMA = "CREATE TABLE IF NOT EXISTS cloud_secret (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+
+
+def _optional(module: str, name: str):
+    """A class of a sibling service module, or None when that module is not installed."""
+    try:
+        imported = __import__(__package__ + "." + module, fromlist=[name])
+    except ImportError:
+        return None
+    return getattr(imported, name, None)
+
+
+def _make(factory, *attempts: Tuple[tuple, dict]):
+    """Call ``factory`` with the first argument set its signature accepts."""
+    error: Optional[TypeError] = None
+    for args, kwargs in attempts:
+        try:
+            return factory(*args, **kwargs)
+        except TypeError as exc:
+            error = exc
+    raise error  # type: ignore[misc]
+
+
+class LocalCloud:
+    """A running local StratusLab cloud.
+
+    ``state_dir``: where state lives (None: a temporary directory removed on stop);
+    ``users``: ``{name: password}`` (None: one generated user ``stratus`` whose password
+    survives restarts on the same state directory); ``delays``: seconds per life-cycle
+    step, or a mapping per step (see :data:`.lifecycle.DELAY_STEPS`); ``guests``: a
+    ``GuestHooks`` object, None for the default SSH guests (when installed) or False for
+    none; ``catalogue``: the Marketplace catalogue (None: the seeded one).
+    """
+
+    def __init__(self, state_dir: Optional[str] = None, port: int = 0,
+                 users: Optional[Mapping[str, str]] = None,
+                 delays: Union[float, Mapping[str, float]] = lc.DEFAULT_DELAY,
+                 host: str = "127.0.0.1", guests=None, catalogue=None,
+                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0) -> None:
+        for name in users or {}:
+            if not name or ":" in name or any(ch in name for ch in "\r\n"):
+                raise ValueError("invalid user name %r" % name)
+        lc.parse_delays(delays)  # fail early on a bad delay specification
+        self._requested_dir = state_dir
+        self._port = port
+        self._requested_users = dict(users) if users is not None else None
+        self._delays = delays
+        self.host = host
+        self._guests_arg = guests
+        self._catalogue_arg = catalogue
+        self._max_body = max_body
+        self._timeout = timeout
+        self._started = False
+        self._temporary = False
+        self.state_dir = ""
+        self.users: Dict[str, str] = {}
+        self.store: Optional[Store] = None
+        self.catalogue = None
+        self.guests = None
+        self.pool: Optional[VmPool] = None
+        self.lifecycle: Optional[lc.Lifecycle] = None
+        self.pdisk = None
+        self.marketplace = None
+        self.ca: Optional[CertificateAuthority] = None
+        self._front: Optional[Front] = None
+        self.url = ""
+
+    # -- paths -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._front.port if self._front else self._port
+
+    @property
+    def ca_path(self) -> str:
+        return os.path.join(self.state_dir, "ca.pem")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.state_dir, CONFIG_NAME)
+
+    @property
+    def private_key_path(self) -> str:
+        return os.path.join(self.state_dir, "id_ed25519")
+
+    @property
+    def public_key_path(self) -> str:
+        return self.private_key_path + ".pub"
+
+    @property
+    def endpoint(self) -> str:
+        """The compute endpoint as written in the configuration file."""
+        return self.url + "/one-proxy/xmlrpc"
+
+    def client_cert(self, user: str) -> Tuple[str, str]:
+        """(certificate, key) PEM paths of a client certificate for the ``/cert/`` routes."""
+        if self.ca is None:
+            raise RuntimeError("the cloud is not started")
+        return self.ca.client_pair(user)
+
+    # -- life ----------------------------------------------------------------------------
+
+    def __enter__(self) -> "LocalCloud":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def start(self) -> "LocalCloud":
+        if self._started:
+            return self
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self._started = True
+        if self._requested_dir is None:
+            self.state_dir = tempfile.mkdtemp(prefix="stratuslab-cloud-")
+            self._temporary = True
+        else:
+            self.state_dir = os.path.abspath(self._requested_dir)
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        for stale in (self.config_path, self.ca_path):   # they announce a *listening* cloud
+            if os.path.exists(stale):
+                os.unlink(stale)
+        self.store = Store(os.path.join(self.state_dir, "cloud.db"))
+        self.users = self._resolve_users()
+        self.ca = CertificateAuthority(os.path.join(self.state_dir, "tls"))
+        cert_path, key_path = self.ca.server_pair()
+        self._ensure_key_pair()
+
+        self.catalogue = self._catalogue_arg
+        if self.catalogue is None:
+            catalogue_class = _optional("catalogue", "Catalogue")
+            self.catalogue = catalogue_class.seeded() if catalogue_class else None
+        self.guests = self._guests_arg
+        if self.guests is None:
+            manager = _optional("guests", "GuestManager")
+            self.guests = manager(self.state_dir, self.catalogue) if manager else None
+        elif self.guests is False:
+            self.guests = None
+
+        self.pool = VmPool(self.store, list(self.users))
+        pdisk_class = _optional("pdisk", "PdiskHandler")
+        if pdisk_class is not None:
+            self.pdisk = _make(pdisk_class, ((self.store,), {"service_user": "pdisk"}),
+                               ((self.store,), {}))
+        self.lifecycle = lc.Lifecycle(self.pool, self._delays, guests=self.guests,
+                                      catalogue=self.catalogue, on_done=self._vm_done)
+        one = OneHandler(self.pool)
+        mounts = [
+            Mount("/one-proxy/pswd", one, "pswd"),
+            Mount("/one-proxy/cert", one, "cert"),
+            Mount("/pdisk/pswd", self.pdisk, "pswd"),
+            Mount("/pdisk/cert", self.pdisk, "cert"),
+            Mount("/marketplace", None, None),
+        ]
+        context = make_server_context(cert_path, key_path, self.ca.ca_path)
+        self._front = Front(self.host, self._port, context, mounts, self._check_password,
+                            max_body=self._max_body, timeout=self._timeout)
+        url_host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        self.url = "https://%s:%d" % (url_host, self._front.port)
+        marketplace_class = _optional("marketplace", "MarketplaceHandler")
+        if marketplace_class is not None and self.catalogue is not None:
+            self.marketplace = _make(
+                marketplace_class,
+                ((self.catalogue,), {"store": self.store}),
+                ((self.store, self.catalogue, self.url + "/marketplace"), {}),
+                ((self.catalogue,), {}))
+            mounts[-1].handler = self.marketplace
+
+        self.pool.attach(self.lifecycle)
+        self.lifecycle.start()
+        self._front.start()
+        # Listening: now tell the world.
+        write_private(self.ca_path, self.ca.ca_pem(), 0o644)
+        write_private(self.config_path, self._config_text().encode("utf-8"))
+        log.info("local StratusLab cloud listening on %s", self.url)
+
+    def stop(self) -> None:
+        """Stop serving; state stays in the state directory (unless temporary)."""
+        if not self._started:
+            return
+        self._started = False
+        if self.state_dir and os.path.exists(self.config_path):
+            os.unlink(self.config_path)
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
+        if self.lifecycle is not None:
+            self.lifecycle.stop()
+        if self.guests is not None and hasattr(self.guests, "close"):
+            try:
+                self.guests.close()
+            except Exception:
+                log.exception("stopping the SSH guests failed")
+        if self.store is not None:
+            self.store.close()
+        if self._temporary and self.state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _resolve_users(self) -> Dict[str, str]:
+        if self._requested_users is not None:
+            if not self._requested_users:
+                raise ValueError("at least one user is needed")
+            return dict(self._requested_users)
+        self.store.ensure_schema(_SECRETS_SCHEMA)
+        with self.store.transaction() as db:
+            row = db.execute("SELECT value FROM cloud_secret WHERE key = 'default-password'").fetchone()
+            if row is None:
+                password = secrets.token_urlsafe(18)
+                db.execute("INSERT INTO cloud_secret (key, value) VALUES ('default-password', ?)",
+                           (password,))
+            else:
+                password = row["value"]
+        return {DEFAULT_USER: password}
+
+    def _check_password(self, user: str, password: str) -> bool:
+        expected = self.users.get(user)
+        if expected is None:
+            hmac.compare_digest(password.encode("utf-8", "surrogateescape"), b"x")
+            return False
+        return hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
+                                   expected.encode("utf-8", "surrogateescape"))
+
+    def _vm_done(self, vm_id: int) -> None:
+        # StratusLab's epilog detaches the persistent disks of a VM that is gone.
+        if self.pdisk is not None and hasattr(self.pdisk, "release_vm"):
+            self.pdisk.release_vm(vm_id)
+
+    def _ensure_key_pair(self) -> None:
+        if os.path.exists(self.private_key_path) and os.path.exists(self.public_key_path):
+            return
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH)
+        write_private(self.private_key_path, private)
+        write_private(self.public_key_path, public + b" stratus@local-cloud\n", 0o644)
+
+    def _config_text(self) -> str:
+        # Values are written literally, as this project's configuration reader takes them.
+        # (The 14.06 client interpolates '%': give it passwords without '%'; the generated
+        # default password never has one.)
+        user, password = next(iter(self.users.items()))
+        lines = [
+            "[default]",
+            "selected_section = local",
+            "",
+            "[local]",
+            "name = Local StratusLab cloud",
+            "country = ZZ",
+            "endpoint = %s/one-proxy/xmlrpc" % self.url,
+            "pdisk_endpoint = %s/pdisk" % self.url,
+            "marketplace_endpoint = %s/marketplace" % self.url,
+            "username = %s" % user,
+            "password = %s" % password,
+            "user_public_key_file = %s" % self.public_key_path,
+            "user_private_key_file = %s" % self.private_key_path,
+            "ca_certs_path = %s" % self.ca_path,
+        ]
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# stratuslab-lc cloud serve
+# ---------------------------------------------------------------------------------------
+
+def _user_arg(text: str) -> Tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD, got a value without ':'"
+                                         if not sep else "the user name is empty")
+    return name, password
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stratuslab-lc cloud serve",
+        description="Run a local StratusLab cloud (ONE 3.2 compute, Marketplace, pdisk and "
+                    "SSH guests) on loopback until interrupted.")
+    parser.add_argument("--state-dir", required=True, metavar="DIR",
+                        help="state directory (created if missing; reused on restart)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="HTTPS port (0, the default, picks a free one)")
+    parser.add_argument("--user", action="append", type=_user_arg, default=[],
+                        metavar="NAME:PASSWORD",
+                        help="a user (repeatable; the password may contain any character); "
+                             "default: a generated user '%s'" % DEFAULT_USER)
+    parser.add_argument("--delay", type=float, default=lc.DEFAULT_DELAY, metavar="SECONDS",
+                        help="seconds per VM life-cycle step (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    return parser
+
+
+def serve_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``stratuslab-lc cloud serve``: run until SIGINT or SIGTERM; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.delay < 0:
+        _parser().error("--delay must be >= 0")
+    users = dict(args.user) if args.user else None
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        try:
+            cloud = LocalCloud(state_dir=args.state_dir, port=args.port, users=users,
+                               delays=args.delay, host=args.host).start()
+        except (OSError, ValueError) as exc:
+            print("stratuslab-lc cloud serve: cannot start: %s" % exc, file=sys.stderr)
+            return 1
+        try:
+            user = next(iter(cloud.users))
+            print("Local StratusLab cloud listening on %s" % cloud.url)
+            print("  compute (ONE XML-RPC): %s" % cloud.endpoint)
+            print("  pdisk:                 %s/pdisk" % cloud.url)
+            print("  marketplace:           %s/marketplace" % cloud.url)
+            print("  CA certificate:        %s" % cloud.ca_path)
+            print("  user configuration:    %s (user %s)" % (cloud.config_path, user))
+            print("Stop with Ctrl-C or SIGTERM.", flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            cloud.stop()
+        print("Local StratusLab cloud stopped.", flush=True)
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,383 @@
+"""The HTTPS front of the local cloud, laid out like a StratusLab site behind nginx.
+
+A real site has nginx on 443 proxying ``/one-proxy``, ``/pdisk`` and ``/marketplace`` to
+Jetty web apps, each with a ``pswd`` (HTTP Basic) and a ``cert`` (TLS client
+certificate) context. This module plays nginx and the Jetty security layer: TLS (1.2+),
+HTTP/1.1 keep-alive, routing by path prefix, authentication with the realms of the
+real sites, a request body limit, socket timeouts, and error pages. Services behind it
+only see :class:`~.web.Request` values. Whatever a service raises becomes a 500; the
+front itself never dies on a bad client and never logs credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import logging
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, List, Optional, Set, Tuple
+from urllib.parse import parse_qs, parse_qsl
+
+from .web import Handler, Request, Response
+
+__all__ = ["Mount", "Front", "make_server_context", "jetty_error", "nginx_error",
+           "PASSWORD_REALM", "CERTIFICATE_REALM"]
+
+log = logging.getLogger(__name__)
+
+PASSWORD_REALM = "StratusLab Password Realm"
+CERTIFICATE_REALM = "StratusLab Certificate Realm"
+DEFAULT_MAX_BODY = 1 << 20
+_LINGER_SECONDS = 2.0
+_REASONS = BaseHTTPRequestHandler.responses
+
+
+@dataclass
+class Mount:
+    """A service under a path prefix. ``auth`` is ``"pswd"``, ``"cert"`` or None; a
+    None ``handler`` stands for a service that is not installed (nginx answers 502)."""
+
+    prefix: str
+    handler: Optional[Handler]
+    auth: Optional[str] = None
+    max_body: Optional[int] = None
+
+
+def _reason(status: int) -> str:
+    return _REASONS.get(status, ("Error",))[0]
+
+
+def jetty_error(status: int, path: str, reason: Optional[str] = None) -> Response:
+    """An error page shaped like Jetty's (what the web apps of a real site answer)."""
+    reason = reason or _reason(status)
+    body = ("<html>\n<head>\n<meta http-equiv=\"Content-Type\" content=\"text/html; "
+            "charset=ISO-8859-1\"/>\n<title>Error %d %s</title>\n</head>\n<body>\n"
+            "<h2>HTTP ERROR %d</h2>\n<p>Problem accessing %s. Reason:\n<pre>    %s</pre></p>\n"
+            "<hr /><i><small>Powered by Jetty://</small></i>\n</body>\n</html>\n"
+            % (status, html.escape(reason), status, html.escape(path), html.escape(reason)))
+    return Response(status, body.encode("latin-1", "replace"),
+                    "text/html;charset=ISO-8859-1")
+
+
+def nginx_error(status: int) -> Response:
+    """An error page shaped like nginx's (paths outside every web app, 413, 502)."""
+    title = "%d %s" % (status, _reason(status))
+    body = ("<html>\r\n<head><title>%s</title></head>\r\n<body bgcolor=\"white\">\r\n"
+            "<center><h1>%s</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n"
+            "</html>\r\n" % (title, title))
+    return Response(status, body.encode("ascii"), "text/html")
+
+
+def make_server_context(cert_path: str, key_path: str, ca_path: str) -> ssl.SSLContext:
+    """TLS 1.2+ server context; client certificates are requested, optional, and must
+    chain to the cloud CA when present."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_path, key_path)
+    ctx.load_verify_locations(ca_path)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def _basic_credentials(header: Optional[str]) -> Optional[Tuple[str, str]]:
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    user, sep, password = text.partition(":")
+    return (user, password) if sep else None
+
+
+class _BadRequest(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    """One connection; BaseHTTPRequestHandler loops over its keep-alive requests."""
+
+    protocol_version = "HTTP/1.1"
+    # Answer unparsable request lines with a status line too (the base class would
+    # answer them HTTP/0.9-style, with a bare body).
+    default_request_version = "HTTP/1.1"
+    server: "_Server"
+    _linger = False
+
+    def setup(self) -> None:
+        self.timeout = self.server.front.timeout
+        super().setup()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            if self._linger:
+                self._drain()
+
+    def _drain(self) -> None:
+        """Read and drop what the client still sends after an early answer (413...),
+        for a bounded time, so closing does not reset the connection before the client
+        read the answer (nginx's lingering close)."""
+        deadline = time.monotonic() + _LINGER_SECONDS
+        try:
+            self.connection.settimeout(0.25)
+            while time.monotonic() < deadline and self.connection.recv(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def version_string(self) -> str:
+        return "nginx"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - base class name
+        # Only the request line and status reach the log; never headers or bodies.
+        log.debug("%s %s", self.client_address[0], format % args)
+
+    def _dispatch(self) -> None:
+        try:
+            response, close = self._serve()
+        except (ConnectionError, socket.timeout, ssl.SSLError):
+            self.close_connection = True
+            return
+        self._send(response, close)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _dispatch
+
+    def _send(self, response: Response, close: bool = False) -> None:
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            # Headers and body in one write: two small writes meet Nagle's algorithm and
+            # the peer's delayed ACK, which costs 40 ms per request.
+            self._headers_buffer.append(b"\r\n")
+            if self.command != "HEAD" and response.body:
+                self._headers_buffer.append(response.body)
+            self.flush_headers()
+        except (ConnectionError, socket.timeout, ssl.SSLError, OSError):
+            self.close_connection = True
+
+    # -- the request pipeline ------------------------------------------------------------
+
+    def _serve(self) -> Tuple[Response, bool]:
+        front = self.server.front
+        target = self.path.split("#", 1)[0]
+        if target.startswith(("http://", "https://")):  # absolute-form request target
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        path, _, query = target.partition("?")
+        if not path.startswith("/") or any(seg in (".", "..") for seg in path.split("/")):
+            return nginx_error(400), True
+        mount = front.find_mount(path)
+        limit = front.max_body if mount is None or mount.max_body is None else mount.max_body
+        try:
+            body = self._read_body(limit)
+        except _BadRequest as bad:
+            self._linger = True
+            return bad.response, True
+        if mount is None:
+            return nginx_error(404), False
+        if mount.handler is None:
+            return nginx_error(502), False
+        user = self._authenticate(mount)
+        if user is None:
+            realm = PASSWORD_REALM if mount.auth == "pswd" else CERTIFICATE_REALM
+            response = jetty_error(401, path, "Unauthorized")
+            response.headers["WWW-Authenticate"] = 'Basic realm="%s"' % realm
+            return response, False
+        content_type = self.headers.get("Content-Type", "")
+        form: Dict[str, str] = {}
+        if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        request = Request(
+            method=self.command,
+            path=path[len(mount.prefix):] or "/",
+            query=parse_qs(query, keep_blank_values=True),
+            headers=self.headers,
+            body=body,
+            user=user or None,
+            form=form,
+        )
+        try:
+            response = mount.handler.handle(request)
+            if not isinstance(response, Response):
+                raise TypeError("handler returned %r" % type(response).__name__)
+        except Exception:
+            log.exception("handler for %s failed", mount.prefix)
+            return jetty_error(500, path), False
+        return response, False
+
+    def _read_body(self, limit: int) -> bytes:
+        encoding = self.headers.get("Transfer-Encoding", "").lower()
+        if "chunked" in encoding:
+            return self._read_chunked(limit)
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            return b""
+        try:
+            length = int(length_header.strip())
+        except ValueError:
+            raise _BadRequest(nginx_error(400)) from None
+        if length < 0:
+            raise _BadRequest(nginx_error(400))
+        if length > limit:
+            raise _BadRequest(nginx_error(413))
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise ConnectionError("body shorter than Content-Length")
+        return body
+
+    def _read_chunked(self, limit: int) -> bytes:
+        chunks: List[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1026)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BadRequest(nginx_error(400)) from None
+            if size < 0:
+                raise _BadRequest(nginx_error(400))
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > limit:
+                raise _BadRequest(nginx_error(413))
+            data = self.rfile.read(size)
+            if len(data) != size:
+                raise ConnectionError("truncated chunk")
+            chunks.append(data)
+            self.rfile.readline(3)
+
+    def _authenticate(self, mount: Mount) -> Optional[str]:
+        """The user name; "" for open mounts; None when authentication failed."""
+        if mount.auth is None:
+            return ""
+        if mount.auth == "pswd":
+            credentials = _basic_credentials(self.headers.get("Authorization"))
+            if credentials and self.server.front.check_password(*credentials):
+                return credentials[0]
+            return None
+        try:
+            cert = self.connection.getpeercert()
+        except (ValueError, AttributeError):
+            cert = None
+        for rdn in (cert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName" and value:
+                    return value
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, address, front: "Front") -> None:
+        self.front = front
+        super().__init__(address, _RequestHandler)
+
+    def finish_request(self, request, client_address) -> None:
+        # The TLS handshake runs here, in the connection's own thread, so a slow or
+        # silent client never blocks the accept loop.
+        request.settimeout(self.front.timeout)
+        try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            conn = self.front.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        self.front._track(conn, True)
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        except (ConnectionError, socket.timeout, ssl.SSLError, OSError):
+            pass
+        except Exception:
+            log.exception("connection handler failed")
+        finally:
+            self.front._track(conn, False)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("error while serving %s", client_address[0], exc_info=True)
+
+
+class Front:
+    """The HTTPS server: ``Front(...).start()``, then ``.port``; ``.stop()`` closes
+    the listening socket and every open connection."""
+
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext,
+                 mounts: List[Mount], check_password: Callable[[str, str], bool],
+                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0) -> None:
+        self.ssl_context = ssl_context
+        self.mounts = sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
+        self.check_password = check_password
+        self.max_body = max_body
+        self.timeout = timeout
+        self._connections: Set[ssl.SSLSocket] = set()
+        self._lock = threading.Lock()
+        self._server = _Server((host, port), self)
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def find_mount(self, path: str) -> Optional[Mount]:
+        for mount in self.mounts:
+            if path == mount.prefix or path.startswith(mount.prefix + "/"):
+                return mount
+        return None
+
+    def _track(self, conn: ssl.SSLSocket, add: bool) -> None:
+        with self._lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+    def start(self) -> "Front":
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="stratuslab-front", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

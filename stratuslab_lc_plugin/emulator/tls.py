@@ -1,0 +1,167 @@
+"""The local cloud's own certificate authority.
+
+Clients must verify TLS for real (a driver that only works with verification off is not
+ready for a real site), so the cloud issues: a CA, a server certificate valid for
+``127.0.0.1`` and ``localhost`` (IP and DNS subject alternative names: Python 2.7's
+``ssl.match_hostname`` ignores IP SANs, so the 14.06 client needs the DNS name), and
+client certificates (CN = user name) for the ``/cert/`` routes. Everything is kept in a
+directory and reused when present, so a restarted cloud keeps its identity.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import re
+from typing import Optional, Tuple
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["CertificateAuthority", "write_private"]
+
+_VALIDITY = datetime.timedelta(days=3650)
+
+
+def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write a file atomically (temp file + rename) with restrictive permissions."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "StratusLab Local Cloud"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+class CertificateAuthority:
+    """CA material in ``directory``: ``ca.pem``, ``ca-key.pem``, ``server.pem``,
+    ``server-key.pem`` and ``users/<name>.pem`` + ``users/<name>-key.pem``."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.ca_path = os.path.join(directory, "ca.pem")
+        self.ca_key_path = os.path.join(directory, "ca-key.pem")
+        self.server_cert_path = os.path.join(directory, "server.pem")
+        self.server_key_path = os.path.join(directory, "server-key.pem")
+        self._ca_cert, self._ca_key = self._load_or_create_ca()
+
+    # -- CA ------------------------------------------------------------------------------
+
+    def _load_or_create_ca(self):
+        loaded = self._load_pair(self.ca_path, self.ca_key_path)
+        if loaded is not None:
+            return loaded
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = _name("StratusLab Local Cloud CA")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder()
+                .subject_name(name).issuer_name(name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + _VALIDITY)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                             False, False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                               critical=False)
+                .sign(key, hashes.SHA256()))
+        write_private(self.ca_key_path, _key_pem(key))
+        write_private(self.ca_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        # A new CA invalidates every certificate issued by an earlier one.
+        for stale in (self.server_cert_path, self.server_key_path):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        return cert, key
+
+    @staticmethod
+    def _load_pair(cert_path: str, key_path: str):
+        try:
+            with open(cert_path, "rb") as handle:
+                cert = x509.load_pem_x509_certificate(handle.read())
+            with open(key_path, "rb") as handle:
+                key = serialization.load_pem_private_key(handle.read(), password=None)
+        except (OSError, ValueError, TypeError):
+            return None
+        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+            return None
+        return cert, key
+
+    def _issue(self, common_name: str, server: bool, cert_path: str, key_path: str) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateBuilder()
+                   .subject_name(_name(common_name))
+                   .issuer_name(self._ca_cert.subject)
+                   .public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + _VALIDITY)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                       self._ca_key.public_key()), critical=False))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName([
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.DNSName("localhost"),
+            ]), critical=False).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        cert = builder.sign(self._ca_key, hashes.SHA256())
+        write_private(key_path, _key_pem(key))
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+    # -- public API ------------------------------------------------------------------------
+
+    def server_pair(self) -> Tuple[str, str]:
+        """(certificate path, key path) of the server certificate, issued when missing."""
+        if self._load_pair(self.server_cert_path, self.server_key_path) is None:
+            self._issue("localhost", True, self.server_cert_path, self.server_key_path)
+        return self.server_cert_path, self.server_key_path
+
+    def client_pair(self, user: str) -> Tuple[str, str]:
+        """(certificate path, key path) for ``user`` (CN = user name), issued when missing."""
+        users_dir = os.path.join(self.directory, "users")
+        os.makedirs(users_dir, mode=0o700, exist_ok=True)
+        stem = user if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user) and not user.startswith(".") \
+            else "u-" + user.encode("utf-8").hex()[:120]
+        cert_path = os.path.join(users_dir, stem + ".pem")
+        key_path = os.path.join(users_dir, stem + "-key.pem")
+        pair = self._load_pair(cert_path, key_path)
+        if pair is None or common_name(pair[0]) != user:
+            self._issue(user, False, cert_path, key_path)
+        return cert_path, key_path
+
+    def ca_pem(self) -> bytes:
+        """The CA certificate in PEM form (what clients trust)."""
+        return self._ca_cert.public_bytes(serialization.Encoding.PEM)
+
+
+def common_name(cert: x509.Certificate) -> Optional[str]:
+    """The subject CN of a certificate, or None."""
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else None

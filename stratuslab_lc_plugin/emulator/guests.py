@@ -1,0 +1,626 @@
+"""SSH servers standing in for the guests of the local StratusLab cloud.
+
+A real StratusLab VM runs sshd and its context script writes CONTEXT ``public_key`` into
+``/root/.ssh/authorized_keys``; ``deploy_node`` then logs in as ``root`` and runs scripts
+over exec and SFTP. To give ``deploy_node`` real SSH to talk to, each VM of the local cloud
+that reaches RUNNING gets a small paramiko SSH server on the VM's own loopback address
+(127.1.x.y for network ``public``), stopped again when the VM leaves RUNNING.
+
+.. warning::
+   A guest is not isolated. Commands sent to it run **on the host, as the user running the
+   local cloud**, through ``/bin/sh -c``, with the VM's directory ``STATE_DIR/guests/<vm_id>``
+   as home and working directory; absolute paths reach the whole host file system, over exec
+   and over SFTP alike. The servers listen on loopback addresses only and accept only the
+   ``root`` user with a key from the VM's CONTEXT (or one later added to the guest's
+   ``~/.ssh/authorized_keys``, as on a real VM). Do not run the local cloud as a user whose
+   files you would not hand to anyone holding those keys.
+
+Port: 22 when the process may bind it, else one port chosen once per :class:`GuestManager`
+and shared by all guests (each on its own address); a guest whose address has that port taken
+gets a free one. The port is returned by :meth:`GuestManager.vm_running` so the cloud can
+publish it (``SSH_PORT`` in the VM template, ``node.extra['ssh_port']`` on the driver side).
+
+Images whose catalogue entry has ``has_sftp`` false (like ttylinux, whose dropbear had no
+SFTP server) get no SFTP subsystem, so the client's exec fallback is exercised.
+
+Threads are bounded: one acceptor per guest, at most :data:`MAX_CONNECTIONS` connections per
+guest (one paramiko thread each) and :data:`MAX_CHANNELS` channels per connection (two
+threads per running command). Stopping closes everything and kills running commands, with
+bounded joins.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+from typing import Dict, List, Optional, Set
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from paramiko.sftp import SFTP_OK
+
+__all__ = ["GuestManager", "MAX_CONNECTIONS", "MAX_CHANNELS"]
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 8  # per guest
+MAX_CHANNELS = 4  # per connection
+POLL_INTERVAL = 0.2  # seconds; how fast an acceptor or a command notices it must stop
+JOIN_TIMEOUT = 2.0
+CHUNK = 32768
+GUEST_USER = "root"
+
+
+class GuestManager:
+    """Starts and stops the per-VM SSH servers; implements the cloud's ``GuestHooks`` seam.
+
+    ``catalogue`` (optional) answers ``entry(image_id)`` with an object having ``has_sftp``.
+    ``preferred_port`` exists for tests that need the fallback port path.
+    """
+
+    def __init__(self, state_dir: str, catalogue=None, *, preferred_port: int = 22) -> None:
+        self._root = os.path.join(os.path.abspath(state_dir), "guests")
+        os.makedirs(self._root, mode=0o700, exist_ok=True)
+        self._catalogue = catalogue
+        self._preferred_port = preferred_port
+        self._shared_port: Optional[int] = None
+        self._guests: Dict[int, _Guest] = {}
+        self._lock = threading.Lock()
+        self._host_key = _load_or_create_host_key(os.path.join(self._root, "ssh_host_ed25519_key"))
+
+    @property
+    def host_key(self) -> paramiko.PKey:
+        """The guests' host key (one per state directory, so it survives restarts)."""
+        return self._host_key
+
+    def guest_home(self, vm_id: int) -> str:
+        return os.path.join(self._root, str(int(vm_id)))
+
+    def port_of(self, vm_id: int) -> Optional[int]:
+        with self._lock:
+            guest = self._guests.get(int(vm_id))
+            return guest.port if guest else None
+
+    def vm_running(
+        self, vm_id: int, ip: str, public_key: Optional[str], image_id: Optional[str]
+    ) -> Optional[int]:
+        """Start the guest's SSH server on ``ip``; return its port, or None if it has no key.
+
+        Never raises: the caller is the cloud's scheduler. A server that cannot start is
+        logged and the VM simply has no SSH (None), like a guest whose sshd failed.
+        """
+        vm_id = int(vm_id)
+        keys = parse_authorized_keys(public_key or "")
+        if not keys:
+            if public_key:
+                log.warning("VM %s: CONTEXT public_key holds no usable SSH key; no SSH server", vm_id)
+            self.vm_stopped(vm_id)
+            return None
+        with self._lock:
+            current = self._guests.get(vm_id)
+            if current is not None and current.ip == ip:
+                current.context_keys = keys
+                return current.port
+        self.vm_stopped(vm_id)
+        try:
+            home = self.guest_home(vm_id)
+            _prepare_home(home, public_key or "")
+            with self._lock:
+                sock = self._bind(ip)
+                guest = _Guest(vm_id, ip, sock, home, keys, self._host_key, self._has_sftp(image_id))
+                self._guests[vm_id] = guest
+            guest.start()
+            return guest.port
+        except Exception:
+            log.exception("VM %s: could not start its SSH server on %s", vm_id, ip)
+            return None
+
+    def vm_stopped(self, vm_id: int) -> None:
+        """Stop the guest's server and close its sessions (VM left RUNNING)."""
+        with self._lock:
+            guest = self._guests.pop(int(vm_id), None)
+        if guest is not None:
+            guest.stop()
+
+    def close(self) -> None:
+        with self._lock:
+            guests = list(self._guests.values())
+            self._guests.clear()
+        for guest in guests:
+            guest.stop()
+
+    def __enter__(self) -> "GuestManager":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _has_sftp(self, image_id: Optional[str]) -> bool:
+        if image_id is None or self._catalogue is None:
+            return True
+        try:
+            entry = self._catalogue.entry(image_id)
+        except Exception:
+            log.exception("catalogue lookup of image %s failed; assuming SFTP", image_id)
+            return True
+        return bool(getattr(entry, "has_sftp", True)) if entry is not None else True
+
+    def _bind(self, ip: str) -> socket.socket:
+        # Called with the lock held, so the first guest fixes the shared port alone.
+        wanted = self._shared_port if self._shared_port is not None else self._preferred_port
+        try:
+            sock = _listen(ip, wanted)
+        except OSError:
+            sock = _listen(ip, 0)
+        if self._shared_port is None:
+            self._shared_port = sock.getsockname()[1]
+        return sock
+
+
+def parse_authorized_keys(text: str) -> Set[bytes]:
+    """The key blobs in ``authorized_keys``-style text (several lines, options allowed)."""
+    blobs: Set[bytes] = set()
+    for line in text.splitlines():
+        fields = line.strip().split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        for index, field in enumerate(fields[:-1]):
+            if field.startswith(("ssh-", "ecdsa-sha2-", "sk-")):
+                try:
+                    blobs.add(base64.b64decode(fields[index + 1], validate=True))
+                except (binascii.Error, ValueError):
+                    pass
+                break
+    return blobs
+
+
+def _listen(ip: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((ip, port))
+        sock.listen(16)
+        sock.settimeout(POLL_INTERVAL)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _load_or_create_host_key(path: str) -> paramiko.PKey:
+    if not os.path.exists(path):
+        text = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text)
+        os.replace(path + ".tmp", path)  # two clouds on one state dir must not see half a key
+    return paramiko.Ed25519Key(filename=path)
+
+
+def _prepare_home(home: str, public_key: str) -> None:
+    # Like the StratusLab context script: the CONTEXT key lands in root's authorized_keys.
+    ssh_dir = os.path.join(home, ".ssh")
+    os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+    authorized = os.path.join(ssh_dir, "authorized_keys")
+    if not os.path.exists(authorized):
+        fd = os.open(authorized, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(public_key.strip() + "\n")
+
+
+class _Guest:
+    """One VM's SSH server: an acceptor thread plus the paramiko transports it started."""
+
+    def __init__(self, vm_id, ip, sock, home, context_keys, host_key, has_sftp) -> None:
+        self.vm_id = vm_id
+        self.ip = ip
+        self.port: int = sock.getsockname()[1]
+        self.home = home
+        self.context_keys: Set[bytes] = context_keys
+        self.has_sftp = has_sftp
+        self._sock = sock
+        self._host_key = host_key
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._transports: List[paramiko.Transport] = []
+        self._sessions: Set[_ExecSession] = set()
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="guest-%s-ssh" % vm_id, daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        with self._lock:
+            transports = list(self._transports)
+            sessions = list(self._sessions)
+            self._transports.clear()
+        for session in sessions:
+            session.kill()
+        for transport in transports:
+            try:
+                transport.close()
+            except Exception:
+                log.debug("closing a guest transport failed", exc_info=True)
+        if self._thread is not threading.current_thread():
+            self._thread.join(JOIN_TIMEOUT)
+        for session in sessions:
+            session.join(JOIN_TIMEOUT)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def key_allowed(self, key: paramiko.PKey) -> bool:
+        blob = key.asbytes()
+        if blob in self.context_keys:
+            return True
+        try:
+            with open(os.path.join(self.home, ".ssh", "authorized_keys")) as handle:
+                return blob in parse_authorized_keys(handle.read())
+        except OSError:
+            return False
+
+    def add_session(self, session: "_ExecSession") -> bool:
+        with self._lock:
+            if self.stopping:
+                return False
+            self._sessions.add(session)
+            return True
+
+    def remove_session(self, session: "_ExecSession") -> None:
+        with self._lock:
+            self._sessions.discard(session)
+
+    def _accept_loop(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                self._prune()
+                continue
+            except OSError:
+                break  # socket closed by stop()
+            self._prune()
+            with self._lock:
+                if self.stopping or len(self._transports) >= MAX_CONNECTIONS:
+                    conn.close()
+                    continue
+                try:
+                    transport = self._start_transport(conn)
+                except Exception:
+                    log.debug("guest %s: SSH connection setup failed", self.vm_id, exc_info=True)
+                    conn.close()
+                    continue
+                self._transports.append(transport)
+
+    def _start_transport(self, conn: socket.socket) -> paramiko.Transport:
+        # SSH exchanges many small packets; with Nagle plus delayed ACKs each command would
+        # stall about 40 ms.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(self._host_key)
+        if self.has_sftp:
+            transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _GuestSFTP, self.home)
+        # An event makes start_server return at once: a slow client must not stall accept().
+        transport.start_server(event=threading.Event(), server=_GuestServer(self))
+        return transport
+
+    def _prune(self) -> None:
+        with self._lock:
+            self._transports = [t for t in self._transports if t.is_alive()]
+
+
+class _GuestServer(paramiko.ServerInterface):
+    """Authentication and channel policy of a guest: root, public key, sessions only."""
+
+    def __init__(self, guest: _Guest) -> None:
+        self._guest = guest
+        self._busy: List[paramiko.Channel] = []  # channels running a command or SFTP
+        self._lock = threading.Lock()
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        if username == GUEST_USER and self._guest.key_allowed(key):
+            return paramiko.AUTH_SUCCESSFUL
+        return paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if kind != "session":
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        text = command.decode("utf-8", "replace") if isinstance(command, bytes) else command
+        return self._start(channel, ["/bin/sh", "-c", text])
+
+    def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
+        return self._start(channel, ["/bin/sh"])  # no pty: a plain shell reading stdin
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        # paramiko runs each subsystem (SFTP) in a thread of its own: count it.
+        return self._reserve(channel) and super().check_channel_subsystem_request(channel, name)
+
+    def _reserve(self, channel: paramiko.Channel) -> bool:
+        # Threads follow channels that do work, so bounding those bounds the threads.
+        with self._lock:
+            self._busy = [c for c in self._busy if not c.closed]
+            if len(self._busy) >= MAX_CHANNELS or self._guest.stopping:
+                return False
+            self._busy.append(channel)
+            return True
+
+    def _start(self, channel: paramiko.Channel, argv: List[str]) -> bool:
+        if not self._reserve(channel):
+            return False
+        session = _ExecSession(self._guest, channel, argv)
+        if not self._guest.add_session(session):
+            return False
+        session.start()
+        return True
+
+
+class _ExecSession:
+    """One command of a guest: ``/bin/sh -c`` with stdout/stderr streamed to the channel."""
+
+    def __init__(self, guest: _Guest, channel: paramiko.Channel, argv: List[str]) -> None:
+        self._guest = guest
+        self._channel = channel
+        self._argv = argv
+        self._proc: Optional[subprocess.Popen] = None
+        self._killed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="guest-%s-exec" % guest.vm_id, daemon=True)
+        self._stdin_thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def kill(self) -> None:
+        self._killed.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the whole group: scripts start children
+            except OSError:
+                pass
+        try:
+            self._channel.close()
+        except Exception:
+            pass
+
+    def _environment(self) -> Dict[str, str]:
+        # Not the cloud's own environment: it may hold credentials and has nothing to do
+        # with a guest. PATH is kept so that commands are found.
+        return {
+            "HOME": self._guest.home,
+            "USER": GUEST_USER,
+            "LOGNAME": GUEST_USER,
+            "SHELL": "/bin/sh",
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
+            "LANG": "C.UTF-8",
+        }
+
+    def _run(self) -> None:
+        try:
+            status = self._execute()
+            if status is not None and not self._channel.closed:
+                self._channel.send_exit_status(status)
+        except Exception:
+            log.debug("guest %s: command session failed", self._guest.vm_id, exc_info=True)
+        finally:
+            try:
+                self._channel.close()
+            except Exception:
+                pass
+            if self._stdin_thread is not None:
+                self._stdin_thread.join(JOIN_TIMEOUT)
+            self._guest.remove_session(self)
+
+    def _execute(self) -> Optional[int]:
+        try:
+            proc = subprocess.Popen(
+                self._argv,
+                cwd=self._guest.home,
+                env=self._environment(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._channel.sendall_stderr(("sh: %s\n" % exc).encode())
+            return 127
+        self._proc = proc
+        if self._killed.is_set():  # stop() raced with the start
+            self.kill()
+        self._stdin_thread = threading.Thread(
+            target=self._feed_stdin, args=(proc,), name="guest-%s-stdin" % self._guest.vm_id, daemon=True
+        )
+        self._stdin_thread.start()
+        self._pump_output(proc)
+        code = self._wait(proc)
+        if code is None or self._killed.is_set():
+            return None
+        return code if code >= 0 else 128 - code  # a signal, shell style
+
+    def _wait(self, proc: subprocess.Popen) -> Optional[int]:
+        while True:
+            try:
+                return proc.wait(POLL_INTERVAL)
+            except subprocess.TimeoutExpired:
+                if self._killed.is_set() or self._channel.closed:
+                    self.kill()
+                    try:
+                        return proc.wait(JOIN_TIMEOUT)
+                    except subprocess.TimeoutExpired:
+                        return None  # unkillable (D state): give up rather than hang
+
+    def _pump_output(self, proc: subprocess.Popen) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ, self._channel.sendall)
+        selector.register(proc.stderr, selectors.EVENT_READ, self._channel.sendall_stderr)
+        try:
+            while selector.get_map():
+                if self._killed.is_set() or self._channel.closed:
+                    self.kill()
+                    return
+                for key, _ in selector.select(POLL_INTERVAL):
+                    data = os.read(key.fd, CHUNK)
+                    if not data:
+                        selector.unregister(key.fileobj)
+                        continue
+                    try:
+                        key.data(data)
+                    except (OSError, EOFError):  # client gone
+                        self.kill()
+                        return
+        finally:
+            selector.close()
+            proc.stdout.close()
+            proc.stderr.close()
+
+    def _feed_stdin(self, proc: subprocess.Popen) -> None:
+        # Blocking copy in its own thread: recv() returns b"" on EOF or when the channel is
+        # closed, and a write to a dead process fails, so this always ends.
+        try:
+            while True:
+                data = self._channel.recv(CHUNK)
+                if not data:
+                    break
+                proc.stdin.write(data)
+                proc.stdin.flush()
+        except (OSError, ValueError, EOFError):
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+
+class _GuestSFTP(paramiko.SFTPServerInterface):
+    """SFTP over the host file system, paths resolved like the guest's shell: relative to home."""
+
+    def __init__(self, server, home: str, *args, **kwargs) -> None:
+        super().__init__(server, *args, **kwargs)
+        self._home = home
+
+    def _path(self, path: str) -> str:
+        return os.path.normpath(os.path.join(self._home, path or "."))
+
+    def canonicalize(self, path: str) -> str:
+        return self._path(path)
+
+    def list_folder(self, path: str):
+        path = self._path(path)
+        try:
+            result = []
+            for name in os.listdir(path):
+                attr = paramiko.SFTPAttributes.from_stat(os.lstat(os.path.join(path, name)))
+                attr.filename = name
+                result.append(attr)
+            return result
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+
+    def stat(self, path: str):
+        return _attributes(os.stat, self._path(path))
+
+    def lstat(self, path: str):
+        return _attributes(os.lstat, self._path(path))
+
+    def open(self, path: str, flags: int, attr):
+        path = self._path(path)
+        mode = getattr(attr, "st_mode", None)
+        try:
+            fd = os.open(path, flags, mode if mode is not None else 0o666)
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+        if (flags & os.O_CREAT) and attr is not None:
+            attr._flags &= ~attr.FLAG_PERMISSIONS  # mode was applied by open (minus umask)
+            paramiko.SFTPServer.set_file_attr(path, attr)
+        if flags & os.O_WRONLY:
+            fmode = "ab" if flags & os.O_APPEND else "wb"
+        elif flags & os.O_RDWR:
+            fmode = "a+b" if flags & os.O_APPEND else "r+b"
+        else:
+            fmode = "rb"
+        handle = _GuestFile(flags)
+        handle.filename = path
+        handle.readfile = handle.writefile = os.fdopen(fd, fmode)
+        return handle
+
+    def remove(self, path: str) -> int:
+        return _call(os.remove, self._path(path))
+
+    def rename(self, oldpath: str, newpath: str) -> int:
+        return _call(os.rename, self._path(oldpath), self._path(newpath))
+
+    def posix_rename(self, oldpath: str, newpath: str) -> int:
+        return _call(os.replace, self._path(oldpath), self._path(newpath))
+
+    def mkdir(self, path: str, attr) -> int:
+        path = self._path(path)
+        mode = getattr(attr, "st_mode", None)
+        return _call(os.mkdir, path, mode if mode is not None else 0o777)
+
+    def rmdir(self, path: str) -> int:
+        return _call(os.rmdir, self._path(path))
+
+    def chattr(self, path: str, attr) -> int:
+        return _call(paramiko.SFTPServer.set_file_attr, self._path(path), attr)
+
+    def symlink(self, target_path: str, path: str) -> int:
+        return _call(os.symlink, target_path, self._path(path))
+
+    def readlink(self, path: str):
+        try:
+            return os.readlink(self._path(path))
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+
+
+class _GuestFile(paramiko.SFTPHandle):
+    def stat(self):
+        return _attributes(os.fstat, self.readfile.fileno())
+
+    def chattr(self, attr) -> int:
+        return _call(paramiko.SFTPServer.set_file_attr, self.filename, attr)
+
+
+def _attributes(stat_function, target):
+    try:
+        return paramiko.SFTPAttributes.from_stat(stat_function(target))
+    except OSError as exc:
+        return paramiko.SFTPServer.convert_errno(exc.errno)
+
+
+def _call(function, *args) -> int:
+    try:
+        function(*args)
+    except OSError as exc:
+        return paramiko.SFTPServer.convert_errno(exc.errno)
+    return SFTP_OK

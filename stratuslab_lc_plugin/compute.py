@@ -20,7 +20,7 @@ from libcloud.compute.types import NodeState
 from stratuslab_lc_plugin.config import LocationConfig, SizeSpec
 from stratuslab_lc_plugin.errors import ConfigurationError, InvalidStateError, StratusLabError, ServiceUnavailableError
 from stratuslab_lc_plugin.services import LocationServices
-from stratuslab_lc_plugin.services.marketplace import IMAGE_ID, ImageRecord
+from stratuslab_lc_plugin.services.marketplace import IMAGE_ID, ImageRecord, newest
 from stratuslab_lc_plugin.services.one import VmRecord, parse_vm, parse_vm_pool
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
 from stratuslab_lc_plugin.vmtemplate import (
@@ -115,8 +115,16 @@ class ComputeMixin:
     # -- images -----------------------------------------------------------------------------
 
     def list_images(self, location: LocationArg = None) -> list[NodeImage]:
+        """The valid images of the location's Marketplace, one per image id.
+
+        When several endorsers vouch for the same image, the newest endorsement describes
+        it and ``extra['endorsers']`` lists them all.
+        """
         services = self._services(location)
-        return [self._to_image(record, services.location) for record in services.marketplace.list_images()]
+        by_id: dict[str, list[ImageRecord]] = {}
+        for record in services.marketplace.list_images():
+            by_id.setdefault(record.id, []).append(record)
+        return [self._to_image(newest(records), services.location, records) for records in by_id.values()]
 
     def get_image(self, image_id: str, ex_location: LocationArg = None) -> NodeImage:
         services = self._services(ex_location)
@@ -389,7 +397,8 @@ class ComputeMixin:
             extra={"cpu": spec.cpu, "swap": spec.swap},
         )
 
-    def _to_image(self, record: ImageRecord, location: LocationConfig) -> NodeImage:
+    def _to_image(self, record: ImageRecord, location: LocationConfig,
+                  endorsements: Sequence[ImageRecord] = ()) -> NodeImage:
         return NodeImage(
             id=record.id,
             name=record.name,
@@ -404,6 +413,7 @@ class ComputeMixin:
                 "disks_bus": record.disks_bus,
                 "kind": record.kind,
                 "endorser": record.endorser_email,
+                "endorsers": sorted({r.endorser_email for r in endorsements or [record] if r.endorser_email}),
                 "created": record.created,
                 "valid_until": record.valid,
                 "locations": record.locations,
@@ -499,6 +509,10 @@ def _check_name(name: str) -> None:
         raise ValueError("name is %d characters long; OpenNebula allows %d" % (len(name), MAX_NAME_LENGTH))
     if any(ord(c) < 32 for c in name):
         raise ValueError("name must not contain control characters")
+    # OpenNebula 3.2 writes NAME into its XML documents unescaped: one such name would
+    # make the location's whole VM pool unreadable.
+    if any(c in name for c in "<>&"):
+        raise ValueError("name must not contain <, > or & (OpenNebula 3.2 does not escape them)")
 
 
 def _check_context(context: Optional[dict]) -> dict[str, str]:
@@ -510,6 +524,8 @@ def _check_context(context: Optional[dict]) -> dict[str, str]:
             raise ValueError("ex_context key %r is set by the driver" % (key,))
         if value is None or str(value) == "":
             raise ValueError("ex_context value of %r must not be empty" % (key,))
+        if "]]>" in str(value):
+            raise ValueError("ex_context value of %r must not contain ']]>' (it ends ONE's CDATA)" % (key,))
         result[key.upper()] = str(value)
     return result
 

@@ -208,6 +208,8 @@ def test_create_node_renders_context_network_and_disks(driver, image, cloud):
         ({"size": "m9.huge"}, ValueError, "unknown size 'm9.huge'"),
         ({"image": "not an image"}, ValueError, "neither a Marketplace image id"),
         ({"name": "x" * 129}, ValueError, "129 characters long; OpenNebula allows 128"),
+        ({"name": "a & b"}, ValueError, "must not contain <, > or &"),
+        ({"ex_context": {"k": "x]]>y"}}, ValueError, "must not contain"),
         ({"ex_network": "dmz"}, ValueError, "ex_network must be one of public, local, private"),
         ({"ex_context": {"bad key": "v"}}, ValueError, "ex_context key 'bad key'"),
         ({"ex_volatile_disk": 0}, ValueError, "ex_volatile_disk is a size in GiB"),

@@ -17,7 +17,7 @@ from defusedxml.common import DefusedXmlException
 from stratuslab_lc_plugin.errors import NotFoundError, ProtocolError, ServiceError
 from stratuslab_lc_plugin.services.common import ServiceConnection
 
-__all__ = ["MarketplaceConnection", "MarketplaceClient", "ImageRecord", "parse_metadata", "IMAGE_ID"]
+__all__ = ["MarketplaceConnection", "MarketplaceClient", "ImageRecord", "newest", "parse_metadata", "IMAGE_ID"]
 
 #: Marketplace image identifier: base-64 SHA-1, 27 characters (spec §3.5).
 IMAGE_ID = re.compile(r"[A-Za-z0-9_-]{27}")
@@ -80,8 +80,7 @@ class MarketplaceClient:
                 % (self.connection.location_id, image_id, self.connection.base_url),
                 location=self.connection.location_id, operation="get_image",
             )
-        # Several endorsers may publish the same image: the newest endorsement wins.
-        return max(matching, key=lambda r: r.created or "")
+        return newest(matching)
 
     def _get(self, operation: str, action: str) -> list[ImageRecord]:
         location = self.connection.location_id
@@ -112,6 +111,11 @@ class MarketplaceClient:
                 % (location, operation, exc),
                 location=location, operation=operation,
             ) from None
+
+
+def newest(records: list[ImageRecord]) -> ImageRecord:
+    """Of several endorsements of one image (by several endorsers), the newest."""
+    return max(records, key=lambda r: r.created or "")
 
 
 def parse_metadata(body: bytes) -> list[ImageRecord]:

@@ -1,0 +1,11 @@
+"""StratusLab driver for Apache Libcloud, registered with Libcloud through entry points.
+
+Importing the package is cheap (stdlib only) and is enough to register the drivers where
+``.pth`` files are not processed (``python -S``, ``--target`` installs, frozen apps).
+"""
+
+from stratuslab_lc_plugin import autoload as _autoload
+
+__version__ = "0.1.0"
+
+_autoload.install()

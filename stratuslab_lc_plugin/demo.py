@@ -73,7 +73,7 @@ def run_demo(keep: bool = False, delay: float = 0.2) -> int:
 
         with steps.step("list_locations, list_sizes, list_images"):
             print_table(
-                [{"id": l.id, "name": l.name, "country": l.country} for l in driver.list_locations()],
+                [{"id": loc.id, "name": loc.name, "country": loc.country} for loc in driver.list_locations()],
                 ["id", "name", "country"], title="locations",
             )
             print_table(

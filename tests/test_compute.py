@@ -12,7 +12,7 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState
 from libcloud.test import compute as libcloud_compute_tests
 
-from stratuslab_lc_plugin.compute import CLIENT_TOKEN_KEY, NodeList
+from stratuslab_lc_plugin.compute import NodeList
 from stratuslab_lc_plugin.errors import (
     ConfigurationError,
     InvalidStateError,
@@ -63,8 +63,8 @@ def test_get_driver_returns_our_class():
 
 def test_locations_come_from_the_configuration(driver):
     locations = driver.list_locations()
-    assert [(l.id, l.country) for l in locations] == [("local", "ZZ")]
-    assert all(isinstance(l, NodeLocation) for l in locations)
+    assert [(loc.id, loc.country) for loc in locations] == [("local", "ZZ")]
+    assert all(isinstance(loc, NodeLocation) for loc in locations)
 
 
 def test_sizes_are_the_builtins_plus_instance_types(write_config):

@@ -27,7 +27,12 @@ EXIT_USAGE = 2
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # `cloud serve` has its own parser (in the emulator package): hand it what is left.
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "handler", None) is _cloud_serve:
+        args.rest = rest
+    elif rest:
+        parser.error("unrecognized arguments: %s" % " ".join(rest))
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -90,8 +95,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cloud = sub.add_parser("cloud", help="the local StratusLab cloud")
     cloud_sub = cloud.add_subparsers(title="cloud commands", metavar="COMMAND")
-    serve = cloud_sub.add_parser("serve", help="serve a local StratusLab cloud", add_help=False)
-    serve.add_argument("rest", nargs=argparse.REMAINDER)
+    serve = cloud_sub.add_parser(
+        "serve", help="serve a local StratusLab cloud (--help for its options)", add_help=False
+    )
     serve.set_defaults(handler=_cloud_serve)
 
     copy = sub.add_parser("copy-config", help="copy the reference configuration to ~/.stratuslab/")
@@ -391,12 +397,14 @@ def print_table(rows: list[dict], columns: list[str], title: Optional[str] = Non
     from rich.console import Console
     from rich.table import Table
 
+    # A pipe or a file gets whole lines: folding at 80 columns would break scripts and grep.
+    console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=10_000)
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for column in columns:
         table.add_column(column.replace("_", " "), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
-    Console(soft_wrap=True).print(table)
+    console.print(table)
 
 
 def _cell(value: Any) -> str:

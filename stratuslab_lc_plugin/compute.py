@@ -9,19 +9,27 @@ a node's state is read from that answer: reading ``node.state`` makes no remote 
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 from libcloud.compute.base import Node, NodeAuthPassword, NodeAuthSSHKey, NodeImage, NodeLocation, NodeSize
 from libcloud.compute.types import NodeState
 
 from stratuslab_lc_plugin.config import LocationConfig, SizeSpec
-from stratuslab_lc_plugin.errors import ConfigurationError, InvalidStateError, StratusLabError, ServiceUnavailableError
+from stratuslab_lc_plugin.errors import (
+    ConfigurationError,
+    InvalidStateError,
+    ProtocolError,
+    ServiceUnavailableError,
+    StratusLabError,
+)
 from stratuslab_lc_plugin.services import LocationServices
+from stratuslab_lc_plugin.services.common import shared_deadline
 from stratuslab_lc_plugin.services.marketplace import IMAGE_ID, ImageRecord, newest
-from stratuslab_lc_plugin.services.one import VmRecord, parse_vm, parse_vm_pool
+from stratuslab_lc_plugin.services.one import VmRecord
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
 from stratuslab_lc_plugin.vmtemplate import (
     CONTEXT_KEY,
@@ -33,7 +41,7 @@ from stratuslab_lc_plugin.vmtemplate import (
     render,
 )
 
-__all__ = ["ComputeMixin", "NodeList", "node_state", "CLIENT_TOKEN_KEY"]
+__all__ = ["ComputeMixin", "NodeList", "node_state", "write_once", "within_timeout", "CLIENT_TOKEN_KEY"]
 
 #: Context variable that carries the client token of ``create_node`` (see ``ex_client_token``).
 CLIENT_TOKEN_KEY = "LIBCLOUD_CLIENT_TOKEN"
@@ -99,6 +107,20 @@ class NodeList(list):
 LocationArg = Union[NodeLocation, str, None]
 
 
+def within_timeout(method):
+    """Bound all the remote calls of a driver method by the driver's one timeout.
+
+    For methods that make several calls, some only after a lost answer (lookups).
+    """
+
+    @functools.wraps(method)
+    def bounded(self, *args, **kwargs):
+        with shared_deadline(self._pool.timeout):
+            return method(self, *args, **kwargs)
+
+    return bounded
+
+
 class ComputeMixin:
     """Locations, sizes, images and nodes. Needs ``self._config`` and ``self._services()``."""
 
@@ -143,8 +165,9 @@ class ComputeMixin:
 
     def ex_get_node(self, node_id: Union[str, int], location: LocationArg = None) -> Node:
         services = self._services(location)
-        return self._to_node(parse_vm(services.one.info(_vm_id(node_id))), services.location)
+        return self._to_node(services.one.vm(_vm_id(node_id)), services.location)
 
+    @within_timeout
     def create_node(
         self,
         name: str,
@@ -220,8 +243,8 @@ class ComputeMixin:
                 inbound_ports=ports,
             )
         )
-        vm_id = self._allocate_once(services, template, token)
-        return self._to_node(parse_vm(services.one.info(vm_id)), loc)
+        vm_id = self._allocate_once(services, template, token, check_first=ex_client_token is not None)
+        return self._to_node(services.one.vm(vm_id), loc)
 
     def destroy_node(self, node: Node) -> bool:
         return self._vm_action(node, "finalize")
@@ -255,7 +278,7 @@ class ComputeMixin:
 
     def _list_location_nodes(self, location: LocationConfig) -> list[Node]:
         services = self._services(location.id)
-        return [self._to_node(vm, location) for vm in parse_vm_pool(services.one.pool())]
+        return [self._to_node(vm, location) for vm in services.one.vms()]
 
     def _gather(self, operation: str, function, location: LocationArg, partial: bool) -> list:
         """Concatenate ``function(location)`` over one location or all of them.
@@ -309,25 +332,27 @@ class ComputeMixin:
                     self._location_executor = executor
         return executor
 
-    def _allocate_once(self, services: LocationServices, template: str, token: str) -> int:
-        """``one.vm.allocate`` without ever making two VMs for one token.
+    def _allocate_once(self, services: LocationServices, template: str, token: str, check_first: bool) -> int:
+        """``one.vm.allocate`` without ever making two VMs for one token (see :func:`write_once`).
 
-        When the answer is lost (connection dropped, timeout, 5xx) the VM may or may not
-        exist: look for the token before trying again, once.
+        A token the caller chose may already name a VM (a retry of theirs): look first.
         """
-        for attempt in (1, 2):
+        if check_first:
             existing = self._vm_with_token(services, token)
             if existing is not None:
                 return existing
-            try:
-                return services.one.allocate(template)
-            except ServiceUnavailableError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return write_once(lambda: services.one.allocate(template), lambda: self._vm_with_token(services, token))
+        except (ServiceUnavailableError, ProtocolError) as exc:
+            exc.message += (
+                " (client token %s: if the VM was made or appears later, create_node with "
+                "ex_client_token=%r returns it instead of starting another)" % (token, token)
+            )
+            exc.client_token = token
+            raise
 
     def _vm_with_token(self, services: LocationServices, token: str) -> Optional[int]:
-        for vm in parse_vm_pool(services.one.pool()):
+        for vm in services.one.vms():
             if vm.context.get(CLIENT_TOKEN_KEY) == token:
                 return vm.id
         return None
@@ -480,6 +505,35 @@ class ComputeMixin:
             if spec.ram == vm.memory and spec.swap == swap and spec.cpu == vm.vcpu:
                 return spec.name
         return None
+
+
+T = TypeVar("T")
+
+
+def write_once(write: Callable[[], T], lookup: Callable[[], Optional[T]]) -> T:
+    """Run a write whose answer may be lost, without ever doing it twice.
+
+    When the answer is lost or garbled (:class:`ServiceUnavailableError`,
+    :class:`ProtocolError`) the write may or may not have happened. ``lookup()`` then
+    says what it made (or None): that result is returned. Only when nothing is found is
+    the write sent again, once, and not at all when the call timed out, since the
+    server may still be working on it (a second write could then make a duplicate).
+    When ``lookup()`` itself fails, the write's error is raised with the reason added.
+    """
+    for attempt in (1, 2):
+        try:
+            return write()
+        except (ServiceUnavailableError, ProtocolError) as exc:
+            try:
+                found = lookup()
+            except StratusLabError as lookup_error:
+                exc.message += "; whether it was done could not be checked: %s" % lookup_error
+                raise exc from None
+            if found is not None:
+                return found
+            if attempt == 2 or getattr(exc, "timed_out", False):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _vm_id(node_id: Union[str, int]) -> int:

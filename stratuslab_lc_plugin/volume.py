@@ -3,6 +3,14 @@
 Everything about a volume is read from the pdisk server, including where it is mounted,
 so a volume attached by one driver object (or process) can be detached by another; the
 14.06 driver remembered the node in memory and could not.
+
+Creating and attaching survive a lost answer without duplicates (see
+:func:`~stratuslab_lc_plugin.compute.write_once`): pdisk has no client tokens, so a lost
+``create_volume`` answer is resolved by the tag. The disks tagged ``name`` are listed
+before the disk is created; afterwards, the one new disk with that tag and size, not
+attached, is the one created. Two or more such new disks (concurrent creations with the
+same name and size) are ambiguous: none is adopted and the error names them. A lost
+attach answer is resolved by the disk's mounts.
 """
 
 from __future__ import annotations
@@ -12,10 +20,10 @@ from typing import Optional, Union
 from libcloud.compute.base import Node, StorageVolume
 from libcloud.compute.types import StorageVolumeState
 
+from stratuslab_lc_plugin.compute import within_timeout, write_once
 from stratuslab_lc_plugin.config import LocationConfig
-from stratuslab_lc_plugin.errors import InUseError, InvalidStateError
-from stratuslab_lc_plugin.services.one import parse_vm
-from stratuslab_lc_plugin.services.pdisk import DISK_ID, DiskRecord
+from stratuslab_lc_plugin.errors import InUseError, InvalidStateError, NotFoundError, ServiceError
+from stratuslab_lc_plugin.services.pdisk import DISK_ID, DiskRecord, PdiskClient
 
 __all__ = ["VolumeMixin", "MAX_VOLUME_SIZE", "VISIBILITIES"]
 
@@ -36,6 +44,7 @@ class VolumeMixin:
         services = self._services(location)
         return self._to_volume(services.pdisk.get_disk(volume_id), services.location)
 
+    @within_timeout
     def create_volume(
         self,
         size: int,
@@ -56,8 +65,13 @@ class VolumeMixin:
         if snapshot is not None:
             raise ValueError("StratusLab volumes cannot be created from snapshots")
         services = self._services(location)
-        disk_id = services.pdisk.create_disk(size, name, ex_visibility)
-        return self._to_volume(services.pdisk.get_disk(disk_id), services.location)
+        pdisk = services.pdisk
+        before = {disk.uuid for disk in pdisk.list_disks() if disk.tag == name}
+        disk_id = write_once(
+            lambda: pdisk.create_disk(size, name, ex_visibility),
+            lambda: _new_disk(pdisk, name, size, before),
+        )
+        return self._to_volume(pdisk.get_disk(disk_id), services.location)
 
     def destroy_volume(self, volume: StorageVolume) -> bool:
         services = self._services(_volume_location(volume))
@@ -70,6 +84,7 @@ class VolumeMixin:
             raise
         return True
 
+    @within_timeout
     def attach_volume(self, node: Node, volume: StorageVolume, device: Optional[str] = None) -> bool:
         """Hot-plug the volume into the node; the server chooses the device.
 
@@ -85,7 +100,7 @@ class VolumeMixin:
                 % (volume.id, volume_location, node.id, location.id)
             )
         services = self._services(location)
-        vm = parse_vm(services.one.info(int(node.id)))
+        vm = services.one.vm(int(node.id))
         if not vm.host:
             raise InvalidStateError(
                 "%s: node %s is not deployed on a host yet (%s); attach once it runs"
@@ -99,12 +114,16 @@ class VolumeMixin:
                     % (location.id, volume.id, node.id, mount.device),
                     location=location.id, operation="attach_volume",
                 )
-        device = services.pdisk.attach(volume.id, vm.host, vm.id)
+        device = write_once(
+            lambda: services.pdisk.attach(volume.id, vm.host, vm.id),
+            lambda: next((m.device for m in services.pdisk.mounts(volume.id) if m.vm_id == str(vm.id)), None),
+        )
         volume.extra["device"] = device
         volume.extra.setdefault("attachments", []).append({"node_id": str(vm.id), "device": device})
         volume.state = StorageVolumeState.INUSE
         return True
 
+    @within_timeout
     def detach_volume(self, volume: StorageVolume, ex_node: Optional[Node] = None) -> bool:
         """Detach the volume from the node it is attached to (found on the server).
 
@@ -138,7 +157,13 @@ class VolumeMixin:
 
     def _list_location_volumes(self, location: LocationConfig) -> list[StorageVolume]:
         services = self._services(location)
-        return [self._to_volume(disk, location) for disk in services.pdisk.list_disks()]
+        volumes = []
+        for disk in services.pdisk.list_disks():
+            try:
+                volumes.append(self._to_volume(disk, location))
+            except NotFoundError:
+                continue  # destroyed (by another thread or client) since it was listed
+        return volumes
 
     def _to_volume(self, disk: DiskRecord, location: LocationConfig) -> StorageVolume:
         attachments = []
@@ -151,7 +176,8 @@ class VolumeMixin:
             name=disk.tag,
             size=disk.size,
             driver=self,
-            state=StorageVolumeState.INUSE if disk.count else StorageVolumeState.AVAILABLE,
+            # The mounts are read after the disk: they are the fresher news.
+            state=StorageVolumeState.INUSE if attachments else StorageVolumeState.AVAILABLE,
             extra={
                 "location": location.id,
                 "owner": disk.owner,
@@ -165,6 +191,20 @@ class VolumeMixin:
                 "quarantine": disk.quarantine,
             },
         )
+
+
+def _new_disk(pdisk: PdiskClient, tag: str, size: int, before: set[str]) -> Optional[str]:
+    """The disk a lost ``create_volume`` answer made, if one can be told (module docstring)."""
+    new = [
+        d.uuid for d in pdisk.list_disks()
+        if d.tag == tag and d.size == size and not d.count and d.uuid not in before
+    ]
+    if len(new) > 1:
+        raise ServiceError(
+            "%d new volumes tagged %r of %d GiB appeared meanwhile (%s); none was adopted"
+            % (len(new), tag, size, ", ".join(new))
+        )
+    return new[0] if new else None
 
 
 def _volume_location(volume: Union[StorageVolume, str]) -> Optional[str]:

@@ -19,12 +19,13 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import lifecycle as lc
+from .faults import KINDS, Fault, FaultSet
 from .front import DEFAULT_MAX_BODY, Front, Mount, make_server_context
 from .one import OneHandler, VmPool
 from .store import Store
@@ -67,18 +68,22 @@ class LocalCloud:
     survives restarts on the same state directory); ``delays``: seconds per life-cycle
     step, or a mapping per step (see :data:`.lifecycle.DELAY_STEPS`); ``guests``: a
     ``GuestHooks`` object, None for the default SSH guests (when installed) or False for
-    none; ``catalogue``: the Marketplace catalogue (None: the seeded one).
+    none; ``catalogue``: the Marketplace catalogue (None: the seeded one); ``faults``:
+    faults to inject, ``"TARGET=KIND[:COUNT]"`` strings or :class:`~.faults.Fault`
+    values (see :mod:`.faults`). ``cloud.faults`` adds and clears them while it runs.
     """
 
     def __init__(self, state_dir: Optional[str] = None, port: int = 0,
                  users: Optional[Mapping[str, str]] = None,
                  delays: Union[float, Mapping[str, float]] = lc.DEFAULT_DELAY,
                  host: str = "127.0.0.1", guests=None, catalogue=None,
-                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
+                 faults: Iterable[Union[str, Fault]] = ()) -> None:
         for name in users or {}:
             if not name or ":" in name or any(ch in name for ch in "\r\n"):
                 raise ValueError("invalid user name %r" % name)
         lc.parse_delays(delays)  # fail early on a bad delay specification
+        self.faults = FaultSet(faults)  # parsed now: a bad fault fails before anything starts
         self._requested_dir = state_dir
         self._port = port
         self._requested_users = dict(users) if users is not None else None
@@ -191,15 +196,15 @@ class LocalCloud:
                                       catalogue=self.catalogue, on_done=self._vm_done)
         one = OneHandler(self.pool)
         mounts = [
-            Mount("/one-proxy/pswd", one, "pswd"),
-            Mount("/one-proxy/cert", one, "cert"),
-            Mount("/pdisk/pswd", self.pdisk, "pswd"),
-            Mount("/pdisk/cert", self.pdisk, "cert"),
-            Mount("/marketplace", None, None),
+            Mount("/one-proxy/pswd", one, "pswd", service="one"),
+            Mount("/one-proxy/cert", one, "cert", service="one"),
+            Mount("/pdisk/pswd", self.pdisk, "pswd", service="pdisk"),
+            Mount("/pdisk/cert", self.pdisk, "cert", service="pdisk"),
+            Mount("/marketplace", None, None, service="marketplace"),
         ]
         context = make_server_context(cert_path, key_path, self.ca.ca_path)
         self._front = Front(self.host, self._port, context, mounts, self._check_password,
-                            max_body=self._max_body, timeout=self._timeout)
+                            max_body=self._max_body, timeout=self._timeout, faults=self.faults)
         url_host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
         self.url = "https://%s:%d" % (url_host, self._front.port)
         marketplace_class = _optional("marketplace", "MarketplaceHandler")
@@ -320,6 +325,13 @@ def _user_arg(text: str) -> Tuple[str, str]:
     return name, password
 
 
+def _fault_arg(text: str) -> Fault:
+    try:
+        return Fault.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stratuslab-lc cloud serve",
@@ -336,6 +348,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--delay", type=float, default=lc.DEFAULT_DELAY, metavar="SECONDS",
                         help="seconds per VM life-cycle step (default %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--fault", action="append", type=_fault_arg, default=[],
+                        metavar="TARGET=KIND[:COUNT]",
+                        help="inject a fault (repeatable). TARGET: an XML-RPC method "
+                             "(one.vm.allocate...), one, pdisk, marketplace, or a pdisk "
+                             "'METHOD /route' ('POST /disks', 'DELETE /disks/*/mounts/*'). "
+                             "KIND: %s. COUNT: how many times (default: every time)"
+                             % ", ".join(KINDS))
     return parser
 
 
@@ -354,7 +373,7 @@ def serve_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         try:
             cloud = LocalCloud(state_dir=args.state_dir, port=args.port, users=users,
-                               delays=args.delay, host=args.host).start()
+                               delays=args.delay, host=args.host, faults=args.fault).start()
         except (OSError, ValueError) as exc:
             print("stratuslab-lc cloud serve: cannot start: %s" % exc, file=sys.stderr)
             return 1
@@ -366,6 +385,8 @@ def serve_main(argv: Optional[Sequence[str]] = None) -> int:
             print("  marketplace:           %s/marketplace" % cloud.url)
             print("  CA certificate:        %s" % cloud.ca_path)
             print("  user configuration:    %s (user %s)" % (cloud.config_path, user))
+            for fault in cloud.faults:
+                print("  injected fault:        %s" % fault.spec)
             print("Stop with Ctrl-C or SIGTERM.", flush=True)
             while not stop.wait(0.5):
                 pass

@@ -6,7 +6,8 @@ certificate) context. This module plays nginx and the Jetty security layer: TLS 
 HTTP/1.1 keep-alive, routing by path prefix, authentication with the realms of the
 real sites, a request body limit, socket timeouts, and error pages. Services behind it
 only see :class:`~.web.Request` values. Whatever a service raises becomes a 500; the
-front itself never dies on a bad client and never logs credentials.
+front itself never dies on a bad client and never logs credentials. It is also where
+injected faults (:mod:`.faults`) happen, around the service's handler.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import socket
 import ssl
 import threading
 import time
+import xmlrpc.client
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qs, parse_qsl
 
+from .faults import GARBLED_BODY, Fault, FaultSet, rpc_method_name
 from .web import Handler, Request, Response
 
 __all__ = ["Mount", "Front", "make_server_context", "jetty_error", "nginx_error",
@@ -47,6 +50,7 @@ class Mount:
     handler: Optional[Handler]
     auth: Optional[str] = None
     max_body: Optional[int] = None
+    service: Optional[str] = None   # "one", "pdisk" or "marketplace": what faults name
 
 
 def _reason(status: int) -> str:
@@ -103,6 +107,10 @@ def _basic_credentials(header: Optional[str]) -> Optional[Tuple[str, str]]:
     return (user, password) if sep else None
 
 
+class _Drop(Exception):
+    """An injected fault: close the connection without answering."""
+
+
 class _BadRequest(Exception):
     def __init__(self, response: Response) -> None:
         super().__init__(response.status)
@@ -154,6 +162,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response, close = self._serve()
         except (ConnectionError, socket.timeout, ssl.SSLError):
             self.close_connection = True
+            return
+        except _Drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             return
         self._send(response, close)
 
@@ -218,14 +233,48 @@ class _RequestHandler(BaseHTTPRequestHandler):
             user=user or None,
             form=form,
         )
+        fault = front.faults.take(mount.service, request.method, request.path, body)
+        if fault is not None:
+            return self._faulty(fault, mount, request, path), False
+        return self._handle(mount, request, path), False
+
+    @staticmethod
+    def _handle(mount: Mount, request: Request, path: str) -> Response:
         try:
             response = mount.handler.handle(request)
             if not isinstance(response, Response):
                 raise TypeError("handler returned %r" % type(response).__name__)
         except Exception:
             log.exception("handler for %s failed", mount.prefix)
-            return jetty_error(500, path), False
-        return response, False
+            return jetty_error(500, path)
+        return response
+
+    def _faulty(self, fault: Fault, mount: Mount, request: Request, path: str) -> Response:
+        """Serve ``request`` the way ``fault`` says (see :mod:`.faults`)."""
+        log.info("injected fault %s on %s %s (hit %d)", fault.spec, request.method, path, fault.hits)
+        kind = fault.kind
+        if kind == "drop-before":
+            raise _Drop()
+        if kind == "delay":
+            if not self.server.front.pause(fault.seconds):
+                raise _Drop()  # the cloud is stopping
+            return self._handle(mount, request, path)
+        if kind == "http-500":
+            return jetty_error(500, path)
+        if kind in ("http-502", "http-503"):
+            return nginx_error(int(kind[-3:]))
+        if kind == "one-error":
+            from .one import INTERNAL  # the ONE service module imports this one
+
+            label = rpc_method_name(request.body) or "one"
+            triple = [False, "[%s] Internal error injected by the local cloud" % label, INTERNAL]
+            body = xmlrpc.client.dumps((triple,), methodresponse=True, encoding="utf-8")
+            return Response(200, body.encode("utf-8"), "text/xml")
+        response = self._handle(mount, request, path)
+        if kind == "drop-after":
+            raise _Drop()
+        # malformed: the work is done, the answer is garbled on its way back
+        return Response(response.status, GARBLED_BODY, response.content_type, dict(response.headers))
 
     def _read_body(self, limit: int) -> bytes:
         encoding = self.headers.get("Transfer-Encoding", "").lower()
@@ -336,8 +385,11 @@ class Front:
 
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext,
                  mounts: List[Mount], check_password: Callable[[str, str], bool],
-                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
+                 faults: Optional[FaultSet] = None) -> None:
         self.ssl_context = ssl_context
+        self.faults = faults if faults is not None else FaultSet()
+        self._stopping = threading.Event()
         self.mounts = sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
         self.check_password = check_password
         self.max_body = max_body
@@ -357,6 +409,10 @@ class Front:
                 return mount
         return None
 
+    def pause(self, seconds: float) -> bool:
+        """Sleep for an injected delay; False when the front stops meanwhile."""
+        return not self._stopping.wait(seconds)
+
     def _track(self, conn: ssl.SSLSocket, add: bool) -> None:
         with self._lock:
             (self._connections.add if add else self._connections.discard)(conn)
@@ -369,6 +425,7 @@ class Front:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()

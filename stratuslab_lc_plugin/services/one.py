@@ -4,6 +4,9 @@ Two things live here: the calls (``one.vm.allocate``, ``one.vm.info``, ``one.vmp
 ``one.vm.action``) with their ``[ok, value, code]`` answers checked and mapped to errors,
 and the reading of the ``<VM>`` document into a plain :class:`VmRecord`. What a VM means to
 Libcloud (``Node``, ``NodeState``) is the compute mixin's business, not this module's.
+
+Both XML layers (the XML-RPC answer and the VM documents inside it) are parsed with
+defusedxml's parsers: an answer declaring entities or a DTD is refused, never expanded.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from defusedxml import ElementTree
+from defusedxml.common import DefusedXmlException
+from defusedxml.xmlrpc import DefusedExpatParser
 
 from stratuslab_lc_plugin.errors import (
+    AccessDeniedError,
+    AuthenticationError,
     InvalidStateError,
     NotFoundError,
     ProtocolError,
@@ -81,6 +88,25 @@ class OneClient:
     def pool(self, start: int = NO_RANGE, end: int = NO_RANGE, state: int = ANY_BUT_DONE) -> str:
         return self.call("one.vmpool.info", MINE, start, end, state, idempotent=True)
 
+    def vm(self, vm_id: int) -> "VmRecord":
+        """``one.vm.info``, read into a :class:`VmRecord`."""
+        return self._document("one.vm.info", parse_vm, self.info(vm_id))
+
+    def vms(self) -> list["VmRecord"]:
+        """The caller's VMs (any state but DONE) from ``one.vmpool.info``."""
+        return self._document("one.vmpool.info", parse_vm_pool, self.pool())
+
+    def _document(self, method: str, parse, text):
+        try:
+            return parse(text)
+        except (ElementTree.ParseError, DefusedXmlException, ValueError, TypeError, AttributeError) as exc:
+            location = self.connection.location_id
+            raise ProtocolError(
+                "%s: %s answered a VM document that cannot be read (%s)"
+                % (location, method, type(exc).__name__),
+                location=location, operation=method,
+            ) from None
+
     def action(self, name: str, vm_id: int) -> int:
         return int(self.call("one.vm.action", name, int(vm_id), idempotent=False))
 
@@ -109,7 +135,7 @@ class OneClient:
     def _unpack(self, method: str, body: bytes):
         location = self.connection.location_id
         try:
-            (answer,), _ = xmlrpc.client.loads(body)
+            (answer,) = _loads(body)
         except xmlrpc.client.Fault as fault:
             raise ServiceError(
                 "%s: %s failed: %s" % (location, method, fault.faultString),
@@ -135,13 +161,24 @@ class OneClient:
         raise _one_error(location, method, code, message)
 
 
-def _one_error(location: str, method: str, code, message: str) -> Exception:
-    from libcloud.common.types import InvalidCredsError
+def _loads(body: bytes) -> tuple:
+    """``xmlrpc.client.loads`` on defusedxml's parser, refusing DTDs and entities."""
+    unmarshaller = xmlrpc.client.Unmarshaller()
+    parser = DefusedExpatParser(unmarshaller, forbid_dtd=True)
+    parser.feed(body)
+    parser.close()
+    return unmarshaller.close()
 
+
+def _one_error(location: str, method: str, code, message: str) -> Exception:
     text = "%s: %s failed: %s" % (location, method, message)
-    if code in (AUTHENTICATION, AUTHORIZATION):
-        return InvalidCredsError(text)
-    cls = {NO_EXISTS: NotFoundError, ACTION: InvalidStateError}.get(code, ServiceError)
+    # AUTHORIZATION is ONE's "not authorized to perform X on VM n": a valid user without rights.
+    cls = {
+        AUTHENTICATION: AuthenticationError,
+        AUTHORIZATION: AccessDeniedError,
+        NO_EXISTS: NotFoundError,
+        ACTION: InvalidStateError,
+    }.get(code, ServiceError)
     return cls(text, location=location, operation=method, code=code, remote_message=message)
 
 

@@ -1,7 +1,9 @@
 """The persistent disk service, pdisk: a small REST API with JSON answers (spec §4).
 
 Every value in pdisk's JSON is a string; :class:`DiskRecord` turns them into Python types
-once, here. Error statuses are mapped to the driver's errors with the server's own message.
+once, here. Error statuses are mapped to the driver's errors with the server's own message;
+an answer of the wrong shape (not JSON, missing keys, a disk id that is not a UUID, which
+would otherwise end up in the next request's path) is a :class:`ProtocolError`.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class DiskRecord:
     @classmethod
     def from_json(cls, data: dict) -> "DiskRecord":
         return cls(
-            uuid=str(data["uuid"]),
+            uuid=_disk_id(data["uuid"]),
             tag=str(data.get("tag", "")),
             size=int(data.get("size", 0)),
             owner=str(data.get("owner", "")),
@@ -72,32 +74,32 @@ class PdiskClient:
         self.connection = connection
 
     def list_disks(self) -> list[DiskRecord]:
-        return [DiskRecord.from_json(d) for d in self._call("list_volumes", "GET", "disks/")]
+        return self._call("list_volumes", "GET", "disks/", convert=_disks)
 
     def get_disk(self, uuid: str) -> DiskRecord:
-        return DiskRecord.from_json(self._call("get_volume", "GET", "disks/%s/" % uuid))
+        return self._call("get_volume", "GET", "disks/%s/" % uuid, convert=DiskRecord.from_json)
 
     def create_disk(self, size: int, tag: str, visibility: str = "private") -> str:
         form = {"size": str(size), "tag": tag, "visibility": visibility}
-        return str(self._call("create_volume", "POST", "disks/", form=form, expect=201)["uuid"])
+        return self._call("create_volume", "POST", "disks/", form=form, expect=201, convert=_created)
 
     def delete_disk(self, uuid: str) -> None:
         self._call("destroy_volume", "DELETE", "disks/%s/" % uuid)
 
     def mounts(self, uuid: str) -> list[Mount]:
-        answer = self._call("list_mounts", "GET", "disks/%s/mounts/" % uuid)
-        return [Mount(vm_id=str(m.get("vmId", "")), device=str(m.get("device", ""))) for m in answer]
+        return self._call("list_mounts", "GET", "disks/%s/mounts/" % uuid, convert=_mounts)
 
     def attach(self, uuid: str, host: str, vm_id: int) -> str:
         """Hot-plug the disk into the VM; returns the device the server chose (``vdz``...)."""
         form = {"node": host, "vm_id": str(vm_id)}
-        return str(self._call("attach_volume", "POST", "disks/%s/mounts/" % uuid, form=form)["target"])
+        return self._call("attach_volume", "POST", "disks/%s/mounts/" % uuid, form=form, convert=_target)
 
     def detach(self, uuid: str, vm_id: int) -> str:
-        answer = self._call("detach_volume", "DELETE", "disks/%s/mounts/%s_%s" % (uuid, uuid, vm_id))
-        return str(answer.get("target", ""))
+        action = "disks/%s/mounts/%s_%s" % (uuid, uuid, vm_id)
+        return self._call("detach_volume", "DELETE", action, convert=lambda answer: str(answer.get("target", "")))
 
-    def _call(self, operation: str, method: str, action: str, *, form=None, expect: int = 200):
+    def _call(self, operation: str, method: str, action: str, *, form=None, expect: int = 200, convert=None):
+        """The answer's JSON, passed through ``convert`` (whose shape errors become ProtocolError)."""
         location = self.connection.location_id
         response = self.connection.send(
             operation,
@@ -109,10 +111,20 @@ class PdiskClient:
         )
         if response.status == expect:
             try:
-                return json.loads(response.raw_body.decode("utf-8"))
+                answer = json.loads(response.raw_body.decode("utf-8"))
             except ValueError:
                 raise ProtocolError(
                     "%s: pdisk answered %s with a body that is not JSON" % (location, operation),
+                    location=location, operation=operation,
+                ) from None
+            if convert is None:
+                return answer
+            try:
+                return convert(answer)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ProtocolError(
+                    "%s: pdisk answered %s with JSON of an unexpected shape (%s)"
+                    % (location, operation, type(exc).__name__),
                     location=location, operation=operation,
                 ) from None
         message = _message(response.raw_body) or "HTTP %d" % response.status
@@ -129,8 +141,41 @@ class PdiskClient:
         )
 
 
+# Converters of pdisk's JSON answers; a KeyError, TypeError... means a wrong shape.
+
+
+def _disks(answer) -> list[DiskRecord]:
+    return [DiskRecord.from_json(disk) for disk in answer]
+
+
+def _created(answer) -> str:
+    return _disk_id(answer["uuid"])
+
+
+def _mounts(answer) -> list[Mount]:
+    return [Mount(vm_id=str(m.get("vmId", "")), device=str(m.get("device", ""))) for m in answer]
+
+
+def _target(answer) -> str:
+    return str(answer["target"])
+
+
+def _disk_id(value) -> str:
+    if not isinstance(value, str) or not DISK_ID.fullmatch(value):
+        raise ValueError("not a disk UUID")
+    return value
+
+
 def _message(body: bytes) -> str:
     try:
         return str(json.loads(body.decode("utf-8")).get("message", "")).strip()
     except (ValueError, AttributeError):
-        return body[:200].decode("utf-8", "replace").strip()
+        pass
+    # Jetty's and nginx's error pages (before the request reaches pdisk): their title says it.
+    title = _TITLE.search(body[:4096])
+    if title:
+        return title.group(1).decode("utf-8", "replace").strip()
+    return body[:200].decode("utf-8", "replace").strip()
+
+
+_TITLE = re.compile(rb"<title>([^<]{1,200})</title>", re.IGNORECASE)

@@ -299,7 +299,8 @@ class ComputeMixin:
         if len(locations) <= 1:
             results = [guarded(loc) for loc in locations]
         else:
-            results = list(self._executor().map(guarded, locations))
+            futures = [self._location_worker(loc.id).submit(guarded, loc) for loc in locations]
+            results = [future.result() for future in futures]
         items, failures = NodeList(), {}
         for loc, (result, error) in zip(locations, results):
             if error is not None:
@@ -318,19 +319,22 @@ class ComputeMixin:
         items.failures = failures
         return items
 
-    def _executor(self) -> ThreadPoolExecutor:
-        # One pool per driver: its threads keep their connections alive between calls.
-        executor = self.__dict__.get("_location_executor")
-        if executor is None:
-            with self._lock:
-                executor = self.__dict__.get("_location_executor")
-                if executor is None:
-                    executor = ThreadPoolExecutor(
-                        max_workers=min(16, max(2, len(self._config.locations))),
-                        thread_name_prefix="stratuslab-location",
-                    )
-                    self._location_executor = executor
-        return executor
+    def _location_worker(self, location_id: str) -> ThreadPoolExecutor:
+        """The thread that asks ``location_id`` on behalf of ``_gather``.
+
+        One thread per location, kept for the driver's life: connections belong to
+        threads, so the location is always asked over the same warm (keep-alive, TLS
+        session) connection instead of paying a handshake whenever another thread of a
+        shared pool picks it up.
+        """
+        with self._lock:
+            workers = self.__dict__.setdefault("_location_workers", {})
+            worker = workers.get(location_id)
+            if worker is None:
+                worker = workers[location_id] = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="stratuslab-%s" % location_id
+                )
+        return worker
 
     def _allocate_once(self, services: LocationServices, template: str, token: str, check_first: bool) -> int:
         """``one.vm.allocate`` without ever making two VMs for one token (see :func:`write_once`).

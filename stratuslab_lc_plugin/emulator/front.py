@@ -370,10 +370,7 @@ class _Server(ThreadingHTTPServer):
             log.exception("connection handler failed")
         finally:
             self.front._track(conn, False)
-            try:
-                conn.close()
-            except OSError:
-                pass
+            _close_tls(conn)
 
     def handle_error(self, request, client_address) -> None:
         log.debug("error while serving %s", client_address[0], exc_info=True)
@@ -438,3 +435,20 @@ class Front:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _close_tls(conn: ssl.SSLSocket) -> None:
+    """Send TLS close_notify before closing, as nginx does.
+
+    Clients that read an HTTP/1.0 answer until the end of the stream (the 14.06 client's
+    ``urllib.urlretrieve``) treat a close without close_notify as a truncation attack
+    under OpenSSL 3.
+    """
+    try:
+        conn.settimeout(0.5)
+        conn.unwrap().close()
+    except (OSError, ValueError):
+        try:
+            conn.close()
+        except OSError:
+            pass

@@ -165,6 +165,9 @@ def _loads(body: bytes) -> tuple:
     """``xmlrpc.client.loads`` on defusedxml's parser, refusing DTDs and entities."""
     unmarshaller = xmlrpc.client.Unmarshaller()
     parser = DefusedExpatParser(unmarshaller, forbid_dtd=True)
+    # The VM pool is one long escaped string: without buffering, expat hands it over in
+    # thousands of pieces (one per entity), which costs several times the parse itself.
+    parser._parser.buffer_text = True
     parser.feed(body)
     parser.close()
     return unmarshaller.close()

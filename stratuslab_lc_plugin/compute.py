@@ -29,7 +29,7 @@ from stratuslab_lc_plugin.errors import (
 from stratuslab_lc_plugin.services import LocationServices
 from stratuslab_lc_plugin.services.common import shared_deadline
 from stratuslab_lc_plugin.services.marketplace import IMAGE_ID, ImageRecord, newest
-from stratuslab_lc_plugin.services.one import VmRecord
+from stratuslab_lc_plugin.services.one import VmRecord, gc_paused
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
 from stratuslab_lc_plugin.vmtemplate import (
     CONTEXT_KEY,
@@ -278,7 +278,8 @@ class ComputeMixin:
 
     def _list_location_nodes(self, location: LocationConfig) -> list[Node]:
         services = self._services(location.id)
-        return [self._to_node(vm, location) for vm in services.one.vms()]
+        with gc_paused():
+            return [self._to_node(vm, location) for vm in services.one.vms()]
 
     def _gather(self, operation: str, function, location: LocationArg, partial: bool) -> list:
         """Concatenate ``function(location)`` over one location or all of them.

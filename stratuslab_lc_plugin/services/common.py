@@ -53,7 +53,7 @@ __all__ = [
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 #: The largest answer read from any service. The biggest legitimate one is a VM pool:
-#: about 4 KiB per VM, so 64 MiB is some 16,000 VMs; a Marketplace catalogue of a few
+#: about 3 KiB per VM, so 64 MiB is some 20,000 VMs; a Marketplace catalogue of a few
 #: hundred entries is well under 1 MiB. Larger answers are refused (ProtocolError).
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 

@@ -11,10 +11,12 @@ defusedxml's parsers: an answer declaring entities or a DTD is refused, never ex
 
 from __future__ import annotations
 
+import gc
 import re
 import xmlrpc.client
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 from xml.etree import ElementTree
 
 from defusedxml.common import DefusedXmlException, DTDForbidden
@@ -38,6 +40,7 @@ __all__ = [
     "Disk",
     "parse_vm_pool",
     "parse_vm",
+    "gc_paused",
     "STATE_NAMES",
     "LCM_STATE_NAMES",
 ]
@@ -240,8 +243,28 @@ def _name(names: tuple[str, ...], code: int) -> str:
     return names[code] if 0 <= code < len(names) else "unknown_%d" % code
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector while a VM pool is read (and becomes nodes).
+
+    The pool's element tree and the nodes are tens of thousands of long-lived objects that
+    hold no cycles; full collections triggered by their allocation walked all of them
+    again and again, making list_nodes slower per VM as the pool grew (about 2x from 1,000
+    to 10,000 VMs). Another thread pausing too is harmless: whichever found the collector
+    enabled turns it back on.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def parse_vm_pool(xml_text: str) -> list[VmRecord]:
-    return [_vm_from_element(vm) for vm in _tree(xml_text).iter("VM")]
+    with gc_paused():
+        return [_vm_from_element(vm) for vm in _tree(xml_text).iter("VM")]
 
 
 def parse_vm(xml_text: str) -> VmRecord:

@@ -103,7 +103,7 @@ def run_demo(keep: bool = False, delay: float = 0.2) -> int:
             script = ScriptDeployment(SCRIPT, name="hello.sh")
             deployment = MultiStepDeployment([_file_step(workdir, FileDeployment), script])
             driver.ex_deploy_node(node, deployment, ssh_key=private_key, timeout=60, wait_period=0.2)
-            console.print(script.stdout.rstrip() or "(no output)", markup=False)
+            console.print(script.stdout.rstrip() or "(no output)", markup=False, soft_wrap=True)
 
         with steps.step("create_volume, attach_volume, see it in use"):
             volume = driver.create_volume(1, "demo-volume")

@@ -94,7 +94,7 @@ def node_state(state: int, lcm_state: int) -> str:
 
 
 class NodeList(list):
-    """What ``list_nodes`` / ``list_volumes`` could list, and why some locations could not.
+    """The nodes (or, from ``list_volumes``, volumes) the locations gave, and why some did not.
 
     ``failures`` maps each location that failed to its exception.
     """
@@ -277,19 +277,21 @@ class ComputeMixin:
     # -- the pieces -------------------------------------------------------------------------
 
     def _list_location_nodes(self, location: LocationConfig) -> list[Node]:
-        services = self._services(location.id)
+        vms = self._services(location.id).one.vms()
         with gc_paused():
-            return [self._to_node(vm, location) for vm in services.one.vms()]
+            return [self._to_node(vm, location) for vm in vms]
 
-    def _gather(self, operation: str, function, location: LocationArg, partial: bool) -> list:
+    def _gather(self, operation: str, function, location: LocationArg, partial: bool) -> NodeList:
         """Concatenate ``function(location)`` over one location or all of them.
 
-        All locations are asked concurrently; failures are raised (naming their location)
-        or, with ``partial``, reported in the returned :class:`NodeList`'s ``failures``.
+        Several locations are asked concurrently. A failure is raised (its message starts
+        with its location; when several failed, the first is raised and its message names
+        the others) or, with ``partial``, reported in the result's ``failures``.
         """
         if location is not None:
-            return function(self._location_config(location))
-        locations = list(self._config.locations.values())
+            locations = [self._location_config(location)]
+        else:
+            locations = list(self._config.locations.values())
 
         def guarded(loc: LocationConfig):
             try:
@@ -297,10 +299,11 @@ class ComputeMixin:
             except Exception as exc:  # noqa: BLE001 - reported per location below
                 return None, exc
 
-        if len(locations) <= 1:
-            results = [guarded(loc) for loc in locations]
+        if len(locations) == 1:
+            results = [guarded(locations[0])]
         else:
-            futures = [self._location_worker(loc.id).submit(guarded, loc) for loc in locations]
+            # Each task is bounded by the driver's timeout, so waiting for it is too.
+            futures = [self._location_workers(loc.id).submit(guarded, loc) for loc in locations]
             results = [future.result() for future in futures]
         items, failures = NodeList(), {}
         for loc, (result, error) in zip(locations, results):
@@ -310,32 +313,31 @@ class ComputeMixin:
                 items.extend(result)
         if failures and not partial:
             first = next(iter(failures.values()))
-            if len(failures) == 1:
-                raise first
-            raise StratusLabError(
-                "%s failed for %d locations: %s"
-                % (operation, len(failures), "; ".join(str(e) for e in failures.values())),
-                operation=operation,
-            ) from first
+            others = [str(e) for e in list(failures.values())[1:]]
+            if others and isinstance(first, StratusLabError):
+                # The first error keeps its class (InvalidCredsError stays catchable).
+                first.message = "%s; %s also failed: %s" % (first.message, operation, "; ".join(others))
+            raise first
         items.failures = failures
         return items
 
-    def _location_worker(self, location_id: str) -> ThreadPoolExecutor:
-        """The thread that asks ``location_id`` on behalf of ``_gather``.
+    def _location_workers(self, location_id: str) -> ThreadPoolExecutor:
+        """The threads that ask ``location_id`` on behalf of ``_gather``, kept for the driver's life.
 
-        One thread per location, kept for the driver's life: connections belong to
-        threads, so the location is always asked over the same warm (keep-alive, TLS
-        session) connection instead of paying a handshake whenever another thread of a
-        shared pool picks it up.
+        Connections belong to threads, and these threads only ever ask this location, so
+        each call finds a warm (keep-alive, resumed TLS) connection instead of paying a
+        handshake whenever a thread of a shared pool happens to pick the location up.
+        Threads are made on demand: one serves a single caller, concurrent callers get
+        their own, up to 16 per location.
         """
         with self._lock:
-            workers = self.__dict__.setdefault("_location_workers", {})
-            worker = workers.get(location_id)
-            if worker is None:
-                worker = workers[location_id] = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="stratuslab-%s" % location_id
+            pools = self.__dict__.setdefault("_location_pools", {})
+            pool = pools.get(location_id)
+            if pool is None:
+                pool = pools[location_id] = ThreadPoolExecutor(
+                    max_workers=16, thread_name_prefix="stratuslab-%s" % location_id
                 )
-        return worker
+        return pool
 
     def _allocate_once(self, services: LocationServices, template: str, token: str, check_first: bool) -> int:
         """``one.vm.allocate`` without ever making two VMs for one token (see :func:`write_once`).

@@ -171,6 +171,37 @@ def test_vm_documents_with_entities_are_refused(hostile, hdriver):
     assert_clear(caught.value, "one.vmpool.info")
 
 
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        '<?xml version="1.0"?><?foo bar?>',   # a processing instruction before the DTD
+        "\ufeff",                              # a byte order mark
+        "<!-- <VM -->",                        # a comment that looks like a start tag
+    ],
+)
+def test_vm_documents_with_a_dtd_anywhere_in_the_prolog_are_refused(hostile, hdriver, prolog):
+    document = prolog + '<!DOCTYPE VM_POOL [<!ENTITY a "EXPANDED">]><VM_POOL><VM><ID>1</ID><NAME>&a;</NAME></VM></VM_POOL>'
+    hostile.rpc("one.vmpool.info", [True, document, 0])
+    with pytest.raises(ProtocolError) as caught:
+        hdriver.list_nodes()
+    assert_clear(caught.value, "one.vmpool.info")
+
+
+def test_doctype_text_inside_cdata_is_only_text(hostile, hdriver):
+    document = "<VM_POOL><VM><ID>1</ID><NAME><![CDATA[<!DOCTYPE x>]]></NAME></VM></VM_POOL>"
+    hostile.rpc("one.vmpool.info", [True, document, 0])
+    assert [n.name for n in hdriver.list_nodes()] == ["<!DOCTYPE x>"]
+
+
+@pytest.mark.parametrize("value", ["abc", {"id": 1}, True])
+def test_an_action_answer_that_is_not_a_vm_id_is_a_protocol_error(hostile, hdriver, value):
+    hostile.rpc("one.vm.action", [True, value, 0])
+    node = type("N", (), {"id": "1", "extra": {"location": LOCATION_ID}})()
+    with pytest.raises(ProtocolError) as caught:
+        hdriver.destroy_node(node)
+    assert_clear(caught.value, "one.vm.action")
+
+
 # -- garbage from every service ----------------------------------------------------------------
 
 

@@ -12,12 +12,12 @@ defusedxml's parsers: an answer declaring entities or a DTD is refused, never ex
 from __future__ import annotations
 
 import gc
-import re
 import xmlrpc.client
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 from xml.etree import ElementTree
+from xml.parsers import expat
 
 from defusedxml.common import DefusedXmlException, DTDForbidden
 from defusedxml.xmlrpc import DefusedExpatParser
@@ -84,7 +84,7 @@ class OneClient:
         self._session = "%s:%s" % (username or "dummy", "a" * 40)
 
     def allocate(self, template: str) -> int:
-        return int(self.call("one.vm.allocate", template, idempotent=False))
+        return self._vm_id("one.vm.allocate", self.call("one.vm.allocate", template, idempotent=False))
 
     def info(self, vm_id: int) -> str:
         return self.call("one.vm.info", int(vm_id), idempotent=True)
@@ -103,7 +103,7 @@ class OneClient:
     def _document(self, method: str, parse, text):
         try:
             return parse(text)
-        except (ElementTree.ParseError, DefusedXmlException, ValueError, TypeError, AttributeError) as exc:
+        except (expat.ExpatError, DefusedXmlException, ValueError, TypeError, AttributeError) as exc:
             location = self.connection.location_id
             raise ProtocolError(
                 "%s: %s answered a VM document that cannot be read (%s)"
@@ -112,7 +112,17 @@ class OneClient:
             ) from None
 
     def action(self, name: str, vm_id: int) -> int:
-        return int(self.call("one.vm.action", name, int(vm_id), idempotent=False))
+        return self._vm_id("one.vm.action", self.call("one.vm.action", name, int(vm_id), idempotent=False))
+
+    def _vm_id(self, method: str, value) -> int:
+        """The VM id a successful allocate or action answers; anything else breaks the protocol."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        location = self.connection.location_id
+        raise ProtocolError(
+            "%s: %s answered %s instead of a VM id" % (location, method, type(value).__name__),
+            location=location, operation=method,
+        )
 
     def call(self, method: str, *params, idempotent: bool):
         body = xmlrpc.client.dumps((self._session,) + params, methodname=method, encoding="utf-8")
@@ -271,20 +281,29 @@ def parse_vm(xml_text: str) -> VmRecord:
     return _vm_from_element(_tree(xml_text))
 
 
-#: A document type declaration, which XML allows only before the root element.
-_DOCTYPE = re.compile(r"\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*<!DOCTYPE", re.S)
+def _tree(xml_text: str) -> ElementTree.Element:
+    """Parse a ONE document with expat and the C tree builder, refusing any DTD.
 
-
-def _tree(xml_text: str):
-    """Parse a ONE document with the C parser, after refusing any DTD.
-
-    Entity expansion and external entities need a DOCTYPE, and ONE documents never have
-    one, so refusing it is the whole of defusedxml's protection here; defusedxml's own
-    parser runs in Python and is five times slower on a pool of thousands of VMs.
+    Entity expansion and external entities need a document type declaration, which ONE
+    documents never have: expat refuses it as it meets it, wherever it is. Feeding expat's
+    events straight to the C TreeBuilder keeps this as fast as ElementTree's own C
+    parser; defusedxml's parser runs in Python and is five times slower on a pool of
+    thousands of VMs.
     """
-    if _DOCTYPE.match(xml_text):
-        raise DTDForbidden(None, None, None)
-    return ElementTree.fromstring(xml_text)
+    builder = ElementTree.TreeBuilder()
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    parser.Parse(xml_text, True)
+    return builder.close()
+
+
+def _refuse_dtd(*_) -> None:
+    raise DTDForbidden(None, None, None)
 
 
 def _vm_from_element(vm) -> VmRecord:

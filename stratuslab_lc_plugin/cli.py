@@ -200,7 +200,7 @@ def _locations(args):
 
 def _sizes(args):
     rows = [
-        {"id": s.id, "cpu": s.extra["cpu"], "ram_mib": s.ram, "swap_mib": s.disk}
+        {"id": s.id, "cpu": s.extra["cpu"], "ram_mib": s.ram, "swap_mib": s.extra["swap"]}
         for s in _driver(args).list_sizes()
     ]
     _show(args, rows, ["id", "cpu", "ram_mib", "swap_mib"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from stratuslab_lc_plugin.services.one import VmRecord, gc_paused
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
 from stratuslab_lc_plugin.vmtemplate import (
     CONTEXT_KEY,
+    check_value,
     DISKS_BUS_PREFIX,
     MAX_NAME_LENGTH,
     NETWORKS,
@@ -41,7 +43,7 @@ from stratuslab_lc_plugin.vmtemplate import (
     render,
 )
 
-__all__ = ["ComputeMixin", "NodeList", "node_state", "write_once", "within_timeout", "CLIENT_TOKEN_KEY"]
+__all__ = ["ComputeMixin", "StratusLabNode", "NodeList", "node_state", "write_once", "within_timeout", "CLIENT_TOKEN_KEY"]
 
 #: Context variable that carries the client token of ``create_node`` (see ``ex_client_token``).
 CLIENT_TOKEN_KEY = "LIBCLOUD_CLIENT_TOKEN"
@@ -91,6 +93,18 @@ def node_state(state: int, lcm_state: int) -> str:
     if state == 3:
         return _LCM_STATE.get(lcm_state, NodeState.UNKNOWN)
     return _STATE.get(state, NodeState.UNKNOWN)
+
+
+class StratusLabNode(Node):
+    """A Libcloud ``Node`` whose ``uuid`` includes its location.
+
+    Node ids are OpenNebula VM ids, unique within a location only; Libcloud derives
+    ``uuid`` from the id and driver type alone, so VM 7 of two clouds would share one.
+    """
+
+    def get_uuid(self) -> str:
+        key = "%s:%s:%s" % (self.extra.get("location"), self.id, self.driver.type)
+        return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
 class NodeList(list):
@@ -212,6 +226,8 @@ class ComputeMixin:
         if ex_network not in NETWORKS:
             raise ValueError("ex_network must be one of %s, not %r" % (", ".join(NETWORKS), ex_network))
         context = _check_context(ex_context)
+        if ex_requirements is not None:
+            check_value(ex_requirements, "ex_requirements")
         volatile_mib = _check_volatile(ex_volatile_disk)
         if ex_disks_bus is not None and ex_disks_bus not in DISKS_BUS_PREFIX:
             raise ValueError("ex_disks_bus must be one of %s, not %r" % (", ".join(DISKS_BUS_PREFIX), ex_disks_bus))
@@ -268,7 +284,7 @@ class ComputeMixin:
         return self._vm_action(node, "shutdown")
 
     def wait_until_running(self, nodes, *args, **kwargs):
-        # Node ids are ONE ids, unique per location only: list the nodes' own location.
+        # Ask only the nodes' own location rather than every location of the driver.
         locations = {node.extra.get("location") for node in nodes}
         if len(locations) == 1 and not kwargs.get("ex_list_nodes_kwargs"):
             kwargs["ex_list_nodes_kwargs"] = {"ex_location": locations.pop()}
@@ -422,7 +438,7 @@ class ComputeMixin:
             id=spec.name,
             name=spec.name,
             ram=spec.ram,
-            disk=spec.swap,
+            disk=_gib(spec.swap),
             bandwidth=None,
             price=None,
             driver=self,
@@ -467,14 +483,14 @@ class ComputeMixin:
             id=self._size_name(vm, swap) or "%s_size" % vm.id,
             name=self._size_name(vm, swap) or "%s_size" % vm.id,
             ram=vm.memory,
-            disk=swap,
+            disk=_gib(swap),
             bandwidth=None,
             price=None,
             driver=self,
             extra={"cpu": vm.vcpu or (int(vm.cpu) if vm.cpu else None), "swap": swap},
         )
         ssh_port = vm.template.get("SSH_PORT")
-        return Node(
+        return StratusLabNode(
             id=str(vm.id),
             name=vm.name,
             state=node_state(vm.state, vm.lcm_state),
@@ -543,6 +559,14 @@ def write_once(write: Callable[[], T], lookup: Callable[[], Optional[T]]) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _gib(mib: int) -> int:
+    """``NodeSize.disk`` is in GB for Libcloud: the swap disk, rounded up to whole GiB.
+
+    (The 14.06 driver put MiB there; the exact size stays in ``extra['swap']``, in MiB.)
+    """
+    return -(-mib // 1024)
+
+
 def _vm_id(node_id: Union[str, int]) -> int:
     try:
         return int(node_id)
@@ -574,6 +598,7 @@ def _check_name(name: str) -> None:
     # make the location's whole VM pool unreadable.
     if any(c in name for c in "<>&"):
         raise ValueError("name must not contain <, > or & (OpenNebula 3.2 does not escape them)")
+    check_value(name, "name")
 
 
 def _check_context(context: Optional[dict]) -> dict[str, str]:
@@ -583,8 +608,9 @@ def _check_context(context: Optional[dict]) -> dict[str, str]:
             raise ValueError("ex_context key %r must be letters, digits and '_'" % (key,))
         if key.upper() in ("TARGET", "PUBLIC_KEY", CLIENT_TOKEN_KEY):
             raise ValueError("ex_context key %r is set by the driver" % (key,))
-        if value is None or str(value) == "":
-            raise ValueError("ex_context value of %r must not be empty" % (key,))
+        if value is None:
+            raise ValueError("ex_context value of %r must not be None" % (key,))
+        check_value(str(value), "ex_context value of %r" % (key,))
         if "]]>" in str(value):
             raise ValueError("ex_context value of %r must not contain ']]>' (it ends ONE's CDATA)" % (key,))
         result[key.upper()] = str(value)

@@ -77,7 +77,7 @@ def run_demo(keep: bool = False, delay: float = 0.2) -> int:
                 ["id", "name", "country"], title="locations",
             )
             print_table(
-                [{"id": s.id, "cpu": s.extra["cpu"], "ram_mib": s.ram, "swap_mib": s.disk} for s in driver.list_sizes()],
+                [{"id": s.id, "cpu": s.extra["cpu"], "ram_mib": s.ram, "swap_mib": s.extra["swap"]} for s in driver.list_sizes()],
                 ["id", "cpu", "ram_mib", "swap_mib"], title="sizes",
             )
             images = driver.list_images()

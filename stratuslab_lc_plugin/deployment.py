@@ -43,7 +43,7 @@ from libcloud.compute.deployment import (
 from libcloud.compute.ssh import ParamikoSSHClient, SSHCommandTimeoutError
 from libcloud.compute.types import DeploymentError, NodeState
 
-from stratuslab_lc_plugin.errors import NotFoundError
+from stratuslab_lc_plugin.errors import NotFoundError, ServiceUnavailableError, StratusLabError
 from stratuslab_lc_plugin.sshkeys import LoadedKey, load_private_key, load_private_keys, private_key_path
 
 __all__ = [
@@ -725,8 +725,10 @@ class DeploymentMixin:
         while True:
             try:
                 current = self._poll_node(node)
-            except Exception as exc:  # a transient service error must not end the wait
+            except ServiceUnavailableError as exc:  # transient: keep waiting
                 last_error = exc
+            except StratusLabError as exc:  # refused credentials, bad answers: waiting won't help
+                raise self._wait_error(node, "reading its state failed: %s" % exc, exc) from None
             else:
                 last_error = None
                 if current is None and seen:
@@ -745,7 +747,7 @@ class DeploymentMixin:
                 if node.state == NodeState.RUNNING:
                     detail += ", but no IPv4 address in %s" % ssh_interface
                 if last_error is not None:
-                    detail += "; listing nodes failed: %s" % _reason(last_error)
+                    detail += "; reading its state failed: %s" % _reason(last_error)
                 raise self._wait_error(
                     node, "it was not running with an address within %s s (%s)" % (_seconds(timeout), detail),
                     last_error,

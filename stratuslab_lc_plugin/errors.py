@@ -140,3 +140,7 @@ class AccessDeniedError(ServiceError, InvalidCredsError):
     A Libcloud ``InvalidCredsError`` too: Libcloud code treats authorization failures as
     credential problems, and ``except InvalidCredsError`` keeps catching them.
     """
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.http_code = 403  # InvalidCredsError says 401

@@ -15,7 +15,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Optional, Sequence
 
-__all__ = ["VmSpec", "render", "quote", "cloud_init_context", "DISKS_BUS_PREFIX", "NETWORKS", "MAX_NAME_LENGTH"]
+__all__ = ["VmSpec", "render", "quote", "check_value", "cloud_init_context", "DISKS_BUS_PREFIX", "NETWORKS", "MAX_NAME_LENGTH"]
 
 #: Target prefix of every disk for a Marketplace ``disks-bus`` value (vm_manager.py).
 DISKS_BUS_PREFIX = {"ide": "hd", "scsi": "sd", "virtio": "vd"}
@@ -48,9 +48,20 @@ class VmSpec:
 
 def quote(value: str) -> str:
     """A double-quoted template string; ONE's lexer accepts ``\\"`` inside quotes."""
-    if value == "":
-        raise ValueError("ONE templates cannot hold an empty quoted value")
+    check_value(value)
     return '"%s"' % value.replace('"', '\\"')
+
+
+def check_value(value: str, what: str = "a template value") -> None:
+    """Refuse what a quoted ONE template string cannot hold.
+
+    Its lexer has no escape for a backslash, so a final one would escape the closing
+    quote; and ``""`` is read as the two-character value ``""``.
+    """
+    if value == "":
+        raise ValueError("%s must not be empty: ONE templates cannot hold an empty quoted value" % what)
+    if value.endswith("\\"):
+        raise ValueError("%s must not end with a backslash: ONE templates cannot quote it" % what)
 
 
 def render(spec: VmSpec) -> str:

@@ -22,7 +22,7 @@ from libcloud.compute.types import StorageVolumeState
 
 from stratuslab_lc_plugin.compute import within_timeout, write_once
 from stratuslab_lc_plugin.config import LocationConfig
-from stratuslab_lc_plugin.errors import InUseError, InvalidStateError, NotFoundError, ServiceError
+from stratuslab_lc_plugin.errors import InUseError, InvalidStateError, NotFoundError, ServiceError, StratusLabError
 from stratuslab_lc_plugin.services.pdisk import DISK_ID, DiskRecord, PdiskClient
 
 __all__ = ["VolumeMixin", "MAX_VOLUME_SIZE", "VISIBILITIES"]
@@ -78,7 +78,10 @@ class VolumeMixin:
         try:
             services.pdisk.delete_disk(volume.id)
         except InUseError as exc:
-            vms = ", ".join("VM %s (%s)" % (m.vm_id, m.device) for m in services.pdisk.mounts(volume.id))
+            try:
+                vms = ", ".join("VM %s (%s)" % (m.vm_id, m.device) for m in services.pdisk.mounts(volume.id))
+            except StratusLabError:
+                vms = ""  # naming the VMs is a courtesy: the in-use error is what matters
             if vms:
                 exc.message = "%s: it is attached to %s" % (exc.message, vms)
             raise

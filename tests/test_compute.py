@@ -80,7 +80,9 @@ def test_sizes_are_the_builtins_plus_instance_types(write_config):
     driver = get_driver("stratuslab")("default", stratuslab_user_config=path)
     sizes = {s.id: s for s in driver.list_sizes()}
     assert {"t1.micro", "m1.small", "m1.medium", "m1.large", "m1.xlarge", "c1.medium", "c1.xlarge", "tiny"} == set(sizes)
-    assert (sizes["m1.large"].ram, sizes["m1.large"].disk, sizes["m1.large"].extra["cpu"]) == (6144, 6144, 2)
+    large = sizes["m1.large"]
+    assert (large.ram, large.disk, large.extra["swap"], large.extra["cpu"]) == (6144, 6, 6144, 2)
+    assert (sizes["t1.micro"].disk, sizes["tiny"].disk) == (1, 0)  # GiB, rounded up
     assert (sizes["m1.small"].ram, sizes["m1.small"].extra["cpu"]) == (2048, 2)  # overridden
     assert all(isinstance(s.ram, int) and isinstance(s.disk, int) for s in sizes.values())
 
@@ -210,6 +212,9 @@ def test_create_node_renders_context_network_and_disks(driver, image, cloud):
         ({"name": "x" * 129}, ValueError, "129 characters long; OpenNebula allows 128"),
         ({"name": "a & b"}, ValueError, "must not contain <, > or &"),
         ({"ex_context": {"k": "x]]>y"}}, ValueError, "must not contain"),
+        ({"ex_context": {"path": "C:\\temp\\"}}, ValueError, "must not end with a backslash"),
+        ({"ex_context": {"empty": ""}}, ValueError, "must not be empty"),
+        ({"ex_requirements": "HOSTNAME = \\"}, ValueError, "ex_requirements must not end with a backslash"),
         ({"ex_network": "dmz"}, ValueError, "ex_network must be one of public, local, private"),
         ({"ex_context": {"bad key": "v"}}, ValueError, "ex_context key 'bad key'"),
         ({"ex_volatile_disk": 0}, ValueError, "ex_volatile_disk is a size in GiB"),
@@ -280,6 +285,9 @@ def test_two_locations_are_listed_and_a_dead_one_is_named(write_config, driver, 
         located = {(n.extra["location"], n.id) for n in partial}
         assert ("one", node.id) in located and ("two", node.id) in located
         assert [n.id for n in multi.list_nodes(ex_location="two") if n.id == node.id] == [node.id]
+        # the same VM id in two locations: two nodes, told apart by uuid
+        same_id = [n for n in partial if n.id == node.id]
+        assert len({n.uuid for n in same_id}) == 2
     finally:
         driver.destroy_node(node)
 

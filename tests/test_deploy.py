@@ -132,3 +132,21 @@ def test_bad_key_fails_before_any_node_is_created(driver, ubuntu, tmp_path):
         driver.deploy_node(name="deploy-bogus", size="t1.micro", image=ubuntu,
                            deploy=ScriptDeployment("true"), ssh_key=str(bogus))
     assert {n.id for n in driver.list_nodes()} == before
+
+
+def test_refused_credentials_end_the_wait_at_once(driver, ubuntu, created, write_config):
+    from libcloud.common.types import InvalidCredsError
+    from libcloud.compute.providers import get_driver
+
+    from tests.conftest import LOCATION
+
+    node = driver.create_node(name="deploy-creds", size="t1.micro", image=ubuntu)
+    created.append(node)
+    path = write_config("[default]\nselected_section = local\n[local]"
+                        + LOCATION.replace("password = {password}", "password = not-the-password"))
+    refused = get_driver("stratuslab")("default", stratuslab_user_config=path)
+    with pytest.raises(DeploymentError) as caught:
+        refused.ex_deploy_node(node, ScriptDeployment("true"), timeout=120, wait_period=0.1)
+    assert "reading its state failed" in str(caught.value.value)
+    assert "within" not in str(caught.value.value)  # it did not wait for the timeout
+    assert isinstance(caught.value.original_error, InvalidCredsError)

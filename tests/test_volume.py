@@ -118,3 +118,12 @@ def test_public_visibility(driver):
         assert volume.extra["visibility"] == "PUBLIC"
     finally:
         driver.destroy_volume(volume)
+
+
+def test_sizes_stored_in_bytes_are_read_as_gib():
+    from stratuslab_lc_plugin.services.pdisk import DiskRecord
+
+    disk = "9c5a2c03-8243-4a1b-a248-0f0d22d948c2"
+    assert DiskRecord.from_json({"uuid": disk, "size": "1000"}).size == 1000
+    assert DiskRecord.from_json({"uuid": disk, "size": str(3 * 2**30)}).size == 3
+    assert DiskRecord.from_json({"uuid": disk, "size": str(3 * 2**30 + 1)}).size == 4

@@ -49,7 +49,7 @@ class DiskRecord:
         return cls(
             uuid=_disk_id(data["uuid"]),
             tag=str(data.get("tag", "")),
-            size=int(data.get("size", 0)),
+            size=_gib(int(data.get("size", 0))),
             owner=str(data.get("owner", "")),
             count=int(data.get("count", 0)),
             identifier=data.get("identifier") or None,
@@ -63,6 +63,11 @@ class DiskRecord:
 class Mount:
     vm_id: str
     device: str
+
+
+def _gib(size: int) -> int:
+    """pdisk stores sizes in GiB, except for uploaded images, stored in bytes (spec §4.4)."""
+    return size if size <= 1000 else -(-size // 2**30)
 
 
 class PdiskConnection(ServiceConnection):

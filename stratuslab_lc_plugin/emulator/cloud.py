@@ -25,9 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import lifecycle as lc
+from .catalogue import Catalogue
 from .faults import KINDS, Fault, FaultSet
 from .front import DEFAULT_MAX_BODY, Front, Mount, make_server_context
+from .guests import GuestManager
+from .marketplace import MarketplaceHandler
 from .one import OneHandler, VmPool
+from .pdisk import PdiskHandler
 from .store import Store
 from .tls import CertificateAuthority, write_private
 
@@ -38,26 +42,6 @@ log = logging.getLogger(__name__)
 DEFAULT_USER = "stratus"
 CONFIG_NAME = "stratuslab-user.cfg"
 _SECRETS_SCHEMA = "CREATE TABLE IF NOT EXISTS cloud_secret (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-
-
-def _optional(module: str, name: str):
-    """A class of a sibling service module, or None when that module is not installed."""
-    try:
-        imported = __import__(__package__ + "." + module, fromlist=[name])
-    except ImportError:
-        return None
-    return getattr(imported, name, None)
-
-
-def _make(factory, *attempts: Tuple[tuple, dict]):
-    """Call ``factory`` with the first argument set its signature accepts."""
-    error: Optional[TypeError] = None
-    for args, kwargs in attempts:
-        try:
-            return factory(*args, **kwargs)
-        except TypeError as exc:
-            error = exc
-    raise error  # type: ignore[misc]
 
 
 class LocalCloud:
@@ -176,22 +160,16 @@ class LocalCloud:
         cert_path, key_path = self.ca.server_pair()
         self._ensure_key_pair()
 
-        self.catalogue = self._catalogue_arg
-        if self.catalogue is None:
-            catalogue_class = _optional("catalogue", "Catalogue")
-            self.catalogue = catalogue_class.seeded() if catalogue_class else None
+        self.catalogue = self._catalogue_arg if self._catalogue_arg is not None else Catalogue.seeded()
         self.guests = self._guests_arg
         if self.guests is None:
-            manager = _optional("guests", "GuestManager")
-            self.guests = manager(self.state_dir, self.catalogue) if manager else None
+            self.guests = GuestManager(self.state_dir, self.catalogue)
         elif self.guests is False:
             self.guests = None
 
         self.pool = VmPool(self.store, list(self.users))
-        pdisk_class = _optional("pdisk", "PdiskHandler")
-        if pdisk_class is not None:
-            self.pdisk = _make(pdisk_class, ((self.store,), {"service_user": "pdisk"}),
-                               ((self.store,), {}))
+        self.pdisk = PdiskHandler(self.store, service_user="pdisk")
+        self.marketplace = MarketplaceHandler(self.catalogue, store=self.store)
         self.lifecycle = lc.Lifecycle(self.pool, self._delays, guests=self.guests,
                                       catalogue=self.catalogue, on_done=self._vm_done)
         one = OneHandler(self.pool)
@@ -200,21 +178,13 @@ class LocalCloud:
             Mount("/one-proxy/cert", one, "cert", service="one"),
             Mount("/pdisk/pswd", self.pdisk, "pswd", service="pdisk"),
             Mount("/pdisk/cert", self.pdisk, "cert", service="pdisk"),
-            Mount("/marketplace", None, None, service="marketplace"),
+            Mount("/marketplace", self.marketplace, None, service="marketplace"),
         ]
         context = make_server_context(cert_path, key_path, self.ca.ca_path)
         self._front = Front(self.host, self._port, context, mounts, self._check_password,
                             max_body=self._max_body, timeout=self._timeout, faults=self.faults)
         url_host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
         self.url = "https://%s:%d" % (url_host, self._front.port)
-        marketplace_class = _optional("marketplace", "MarketplaceHandler")
-        if marketplace_class is not None and self.catalogue is not None:
-            self.marketplace = _make(
-                marketplace_class,
-                ((self.catalogue,), {"store": self.store}),
-                ((self.store, self.catalogue, self.url + "/marketplace"), {}),
-                ((self.catalogue,), {}))
-            mounts[-1].handler = self.marketplace
 
         self.pool.attach(self.lifecycle)
         self.lifecycle.start()
@@ -274,7 +244,7 @@ class LocalCloud:
 
     def _vm_done(self, vm_id: int) -> None:
         # StratusLab's epilog detaches the persistent disks of a VM that is gone.
-        if self.pdisk is not None and hasattr(self.pdisk, "release_vm"):
+        if self.pdisk is not None:
             self.pdisk.release_vm(vm_id)
 
     def _ensure_key_pair(self) -> None:

@@ -51,7 +51,7 @@ class LocalCloud:
     ``users``: ``{name: password}`` (None: one generated user ``stratus`` whose password
     survives restarts on the same state directory); ``delays``: seconds per life-cycle
     step, or a mapping per step (see :data:`.lifecycle.DELAY_STEPS`); ``guests``: a
-    ``GuestHooks`` object, None for the default SSH guests (when installed) or False for
+    ``GuestHooks`` object, None for the default SSH guests or False for
     none; ``catalogue``: the Marketplace catalogue (None: the seeded one); ``faults``:
     faults to inject, ``"TARGET=KIND[:COUNT]"`` strings or :class:`~.faults.Fault`
     values (see :mod:`.faults`). ``cloud.faults`` adds and clears them while it runs.

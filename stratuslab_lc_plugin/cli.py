@@ -279,7 +279,7 @@ def _node_create(args):
 def _wait_running(driver, node, timeout: float = 300.0):
     from stratuslab_lc_plugin.progress import wait_for_node
 
-    return wait_for_node(driver, node, timeout=timeout, quiet=False)
+    return wait_for_node(driver, node, timeout=timeout)
 
 
 def _node_action(args):

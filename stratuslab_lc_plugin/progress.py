@@ -18,7 +18,7 @@ __all__ = ["wait_for_node"]
 _GIVE_UP = (NodeState.ERROR, NodeState.TERMINATED, NodeState.STOPPED, NodeState.SUSPENDED)
 
 
-def wait_for_node(driver, node: Node, timeout: float = 300.0, poll: float = 0.2, quiet: bool = False) -> Node:
+def wait_for_node(driver, node: Node, timeout: float = 300.0, poll: float = 0.2) -> Node:
     """Poll ``node`` until it runs and has an address; return the fresh node."""
     from rich.console import Console
 
@@ -28,8 +28,7 @@ def wait_for_node(driver, node: Node, timeout: float = 300.0, poll: float = 0.2,
         while True:
             node = driver.ex_get_node(node.id, node.extra["location"])
             label = node.extra.get("state_label", node.state)
-            if not quiet:
-                status.update("node %s: %s" % (node.id, label))
+            status.update("node %s: %s" % (node.id, label))
             if node.state == NodeState.RUNNING and (node.public_ips or node.private_ips):
                 return node
             if node.state in _GIVE_UP:

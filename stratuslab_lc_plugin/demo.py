@@ -122,13 +122,13 @@ def run_demo(keep: bool = False, delay: float = 0.2) -> int:
             node = None
     finally:
         _cleanup(driver, node, volume)
+        print_table(steps.rows, ["step", "result", "seconds"], title="summary")
         if keep:
             console.print(
                 "\nThe local cloud keeps running at %s.\nUse it with:  export STRATUSLAB_USER_CONFIG=%s\n"
-                "Stop it with Ctrl-C." % (cloud.url, cloud.config_path)
+                "Stop it with Ctrl-C." % (cloud.url, cloud.config_path),
+                soft_wrap=True,
             )
-        print_table(steps.rows, ["step", "result", "seconds"], title="summary")
-        if keep:
             _serve_until_interrupted()
         cloud.stop()
         _remove(workdir)

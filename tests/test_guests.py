@@ -168,6 +168,10 @@ def test_stop_closes_sessions_kills_commands_and_frees_the_address(manager, ed_k
     pid = int(open(pid_file).read())
     manager.vm_stopped(8)
     assert chan.recv_exit_status() == -1  # closed without a status: returns once the channel dies
+    # The client's transport thread notices the server's close on its own schedule.
+    deadline = time.monotonic() + 10
+    while client.get_transport().is_active() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not client.get_transport().is_active()
     with pytest.raises(ProcessLookupError):
         for _ in range(100):  # SIGKILL is immediate, reaping by the session thread may lag

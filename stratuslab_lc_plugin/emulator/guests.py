@@ -246,9 +246,7 @@ class _Guest:
     def stop(self) -> None:
         self._stopping.set()
         try:
-            # Wake accept() without freeing the descriptor: closed while the acceptor still
-            # waits on it, its number could go to another guest's socket first.
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
         except OSError:
             pass
         with self._lock:
@@ -264,10 +262,6 @@ class _Guest:
                 log.debug("closing a guest transport failed", exc_info=True)
         if self._thread is not threading.current_thread():
             self._thread.join(JOIN_TIMEOUT)
-        try:
-            self._sock.close()
-        except OSError:
-            pass
         for session in sessions:
             session.join(JOIN_TIMEOUT)
 

@@ -25,7 +25,6 @@ import ipaddress
 import logging
 import os
 import posixpath
-import select
 import shlex
 import socket
 import time
@@ -316,12 +315,11 @@ class DeploymentSSHClient(ParamikoSSHClient):
                     raise SSHCommandTimeoutError(
                         cmd=cmd, timeout=timeout, stdout=_text(out), stderr=_text(err)
                     )
-                if chan.eof_received:
-                    # Output is complete (the channel's fd now always polls readable);
-                    # only the exit status is still to come.
-                    chan.status_event.wait(0.5)
-                else:
-                    select.select([chan], [], [], 0.5)
+                # Not select() on the channel: that gives it an os.pipe which paramiko's
+                # transport thread may still write to while the channel closes it, and the
+                # write then lands on whatever socket has reused the descriptor. Output is
+                # polled instead; the exit status ends the wait at once.
+                chan.status_event.wait(0.5 if chan.eof_received else 0.02)
             return _text(out), _text(err), chan.recv_exit_status()
         finally:
             chan.close()

@@ -430,33 +430,25 @@ class Lifecycle:
     def _is_running(self, vm) -> bool:
         return vm.state == ACTIVE and vm.lcm == RUNNING
 
-    def _action_shutdown(self, vm, now: int) -> int:
+    def _from_running(self, vm, lcm: int) -> int:
+        """The actions allowed on a RUNNING VM only, which then moves to LCM state ``lcm``."""
         if not self._is_running(vm):
             return WRONG_STATE
         self._leave_running(vm)
-        self._enter(vm, ACTIVE, SHUTDOWN)
+        self._enter(vm, ACTIVE, lcm)
         return OK
+
+    def _action_shutdown(self, vm, now: int) -> int:
+        return self._from_running(vm, SHUTDOWN)
 
     def _action_cancel(self, vm, now: int) -> int:
-        if not self._is_running(vm):
-            return WRONG_STATE
-        self._leave_running(vm)
-        self._enter(vm, ACTIVE, CANCEL)
-        return OK
+        return self._from_running(vm, CANCEL)
 
     def _action_stop(self, vm, now: int) -> int:
-        if not self._is_running(vm):
-            return WRONG_STATE
-        self._leave_running(vm)
-        self._enter(vm, ACTIVE, SAVE_STOP)
-        return OK
+        return self._from_running(vm, SAVE_STOP)
 
     def _action_suspend(self, vm, now: int) -> int:
-        if not self._is_running(vm):
-            return WRONG_STATE
-        self._leave_running(vm)
-        self._enter(vm, ACTIVE, SAVE_SUSPEND)
-        return OK
+        return self._from_running(vm, SAVE_SUSPEND)
 
     def _action_reboot(self, vm, now: int) -> int:
         if not self._is_running(vm):

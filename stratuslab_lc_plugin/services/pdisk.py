@@ -23,7 +23,7 @@ from stratuslab_lc_plugin.errors import (
 )
 from stratuslab_lc_plugin.services.common import ServiceConnection
 
-__all__ = ["PdiskConnection", "PdiskClient", "DiskRecord", "Mount", "DISK_ID"]
+__all__ = ["PdiskConnection", "PdiskClient", "DiskRecord", "Mount", "DISK_ID", "pdisk_number"]
 
 #: pdisk volume identifier: a lower-case canonical UUID (spec §3.5).
 DISK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -49,9 +49,9 @@ class DiskRecord:
         return cls(
             uuid=_disk_id(data["uuid"]),
             tag=str(data.get("tag", "")),
-            size=_gib(int(data.get("size", 0))),
+            size=_gib(pdisk_number(data.get("size", "0"))),
             owner=str(data.get("owner", "")),
-            count=int(data.get("count", 0)),
+            count=pdisk_number(data.get("count", "0")),
             identifier=data.get("identifier") or None,
             visibility=data.get("visibility") or None,
             type=data.get("type") or None,
@@ -65,9 +65,40 @@ class Mount:
     device: str
 
 
+#: A number as pdisk's FreeMarker templates print it: plain digits, or digits in groups of
+#: three separated by the server locale's grouping character (``1,024`` in English,
+#: ``1.024`` in German, ``1 024`` with a no-break or narrow no-break space in French,
+#: ``1'024`` in Swiss locales).
+_PDISK_NUMBER = re.compile(r"[0-9]+|[0-9]{1,3}(?:([,.'\u00a0\u202f ])[0-9]{3})(?:\1[0-9]{3})*")
+
+
+def pdisk_number(value: object) -> int:
+    """An integer from pdisk's JSON, whose numbers are strings printed for the server's locale.
+
+    pdisk renders ``"${disk.size}"`` without ``?c`` (spec §8), so 1024 may arrive as
+    ``"1,024"``. A JSON number is accepted too. Anything else raises ValueError.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("not a pdisk number: %r" % (value,))
+    text = value.strip()
+    if not _PDISK_NUMBER.fullmatch(text):
+        raise ValueError("not a pdisk number: %r" % (value,))
+    return int(re.sub(r"[^0-9]", "", text))
+
+
+#: The largest size pdisk 14.06 creates, in GiB; a larger stored size is a byte count.
+MAX_DISK_GIB = 1024
+
+
 def _gib(size: int) -> int:
-    """pdisk stores sizes in GiB, except for uploaded images, stored in bytes (spec §4.4)."""
-    return size if size <= 1000 else -(-size // 2**30)
+    """pdisk stores sizes in GiB, except for uploaded images, stored in bytes (spec §4.4).
+
+    Disks made through the API have 1 to 1024 GiB, so only a larger value is a byte count
+    (an image of at most 1024 bytes is not a disk).
+    """
+    return size if size <= MAX_DISK_GIB else -(-size // 2**30)
 
 
 class PdiskConnection(ServiceConnection):

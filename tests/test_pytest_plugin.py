@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -298,3 +299,22 @@ def test_nothing_left_behind_keeps_what_existed_and_reports_what_it_cannot_remov
         with nothing_left_behind(driver, cloud=cloud):
             driver.destroy_volume(made)   # what the block removed itself is no problem
         assert [v.id for v in driver.list_volumes()] == [kept.id]
+
+
+# -- README ---------------------------------------------------------------------------------
+
+
+def readme_examples():
+    """The code blocks of README's "Testing your own code" section, in order."""
+    readme = (Path(__file__).resolve().parents[1] / "README.rst").read_text(encoding="utf-8")
+    section = readme.split("\nTesting your own code\n", 1)[1].split("\n=====", 1)[0]
+    blocks = re.findall(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", section)
+    return [textwrap.dedent(block) for block in blocks]
+
+
+def test_the_readme_examples_run_as_written(tmp_path):
+    example, marker, context = readme_examples()
+    proc = run_pytest(tmp_path, {"test_readme.py": "import pytest\n\n" + example + "\n\n" + marker})
+    assert outcome(proc) == "2 passed", proc.stdout + proc.stderr
+    code = "from libcloud.compute.providers import get_driver\n" + context.replace("...", "driver.list_nodes()")
+    exec(compile(code, "README.rst", "exec"), {})

@@ -31,7 +31,7 @@ from stratuslab_lc_plugin.emulator import LocalCloud, lifecycle
 from stratuslab_lc_plugin.emulator.faults import Fault, FaultSet
 from stratuslab_lc_plugin.errors import ProtocolError, ServiceError, ServiceUnavailableError
 from stratuslab_lc_plugin.services.pdisk import DiskRecord
-from stratuslab_lc_plugin.volume import _new_disk
+from stratuslab_lc_plugin.driver.volume import _new_disk
 from tests.test_compute import wait_for
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,10 +18,12 @@ import xmlrpc.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from libcloud.compute.base import Node
 from libcloud.compute.providers import get_driver
+from libcloud.compute.types import NodeState
 
 from stratuslab_lc_plugin.errors import ProtocolError, ServiceUnavailableError
-from stratuslab_lc_plugin.services.common import MAX_RESPONSE_BYTES, ServiceConnection
+from stratuslab_lc_plugin.services.connection import MAX_RESPONSE_BYTES, StratusLabConnection
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -196,7 +198,7 @@ def test_doctype_text_inside_cdata_is_only_text(hostile, hdriver):
 @pytest.mark.parametrize("value", ["abc", {"id": 1}, True])
 def test_an_action_answer_that_is_not_a_vm_id_is_a_protocol_error(hostile, hdriver, value):
     hostile.rpc("one.vm.action", [True, value, 0])
-    node = type("N", (), {"id": "1", "extra": {"location": LOCATION_ID}})()
+    node = Node("1", "n", NodeState.RUNNING, [], [], hdriver, extra={"location": LOCATION_ID})
     with pytest.raises(ProtocolError) as caught:
         hdriver.destroy_node(node)
     assert_clear(caught.value, "one.vm.action")
@@ -259,12 +261,12 @@ def test_garbage_from_any_service_is_a_clear_protocol_error(hostile, hdriver, ke
 
 
 def test_the_default_answer_limit_is_64_mib():
-    assert MAX_RESPONSE_BYTES == ServiceConnection.max_response_bytes == 64 * 1024 * 1024
+    assert MAX_RESPONSE_BYTES == StratusLabConnection.max_response_bytes == 64 * 1024 * 1024
 
 
 @pytest.fixture
 def small_limit(monkeypatch):
-    monkeypatch.setattr(ServiceConnection, "max_response_bytes", 64 * 1024)
+    monkeypatch.setattr(StratusLabConnection, "max_response_bytes", 64 * 1024)
     return 64 * 1024
 
 

@@ -235,7 +235,7 @@ def _child(work: str) -> None:  # pragma: no cover - runs in the child process
 
         def driver_for(path: str, **kwargs):
             kwargs.setdefault("timeout", 2.0)
-            kwargs.setdefault("backoff", 0.01)
+            kwargs.setdefault("retry_delay", 0.01)
             return make("default", stratuslab_user_config=path, **kwargs)
 
         # -- what works -------------------------------------------------------------------

@@ -242,7 +242,16 @@ class StratusLabConnection(Connection):
         if self.service_url is None:
             self.connection = None  # send() says why this location cannot be used
             return
-        verify, ca_cert = self._tls_trust()
+        if self.secure:
+            verify, ca_cert = self._tls_trust()
+        else:
+            verify, ca_cert = False, None
+            if self._authorization:
+                self.settings.warn_once(
+                    (self.location_id, "plain-http"),
+                    "%s is plain HTTP: the credentials of location %s cross the network unencrypted "
+                    "(use an https:// endpoint)" % (self.where(), self.location_id),
+                )
         super().connect(host=host, port=port, base_url=base_url, **kwargs)
         connection = self.connection
         connection.verify = verify

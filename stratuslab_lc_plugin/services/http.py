@@ -81,22 +81,24 @@ class _DeadlineBound:
     """Connects and reads status line and headers under :data:`deadline.WATCH`."""
 
     def connect(self) -> None:
-        with deadline.WATCH.watching(self) as watch:
-            try:
-                super().connect()  # type: ignore[misc]
-            except Exception:
-                if watch.fired:
-                    raise DeadlinePassed() from None
-                raise
+        self._bounded(super().connect)  # type: ignore[misc]
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        return self._bounded(super().getresponse, *args, **kwargs)  # type: ignore[misc]
+
+    def _bounded(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with deadline.WATCH.watching(self) as watch:
             try:
-                return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+                result = step(*args, **kwargs)
             except Exception:
                 if watch.fired:
                     raise DeadlinePassed() from None
                 raise
+        # A socket shut down between two header lines reads as the end of the headers:
+        # what was read is not an answer.
+        if watch.fired:
+            raise DeadlinePassed()
+        return result
 
 
 class _HTTPConnection(_DeadlineBound, urllib3.connection.HTTPConnection):

@@ -177,7 +177,10 @@ def _created(answer) -> str:
 
 
 def _mounts(answer) -> list[Mount]:
-    return [Mount(vm_id=str(m.get("vmId", "")), device=str(m.get("device", ""))) for m in answer]
+    mounts = [Mount(vm_id=str(m.get("vmId", "")), device=str(m.get("device", ""))) for m in answer]
+    if any(not m.vm_id.isdigit() for m in mounts):
+        raise ValueError("a mount's vmId is not a VM number")  # it becomes a path and an int
+    return mounts
 
 
 def _target(answer) -> str:

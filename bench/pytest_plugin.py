@@ -24,7 +24,6 @@ on them. Run: ``python bench/pytest_plugin.py [--runs N] [--no-callgrind]``.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import resource
 import shutil

@@ -248,7 +248,8 @@ def _driver(args: argparse.Namespace) -> Any:
 
 def _copy_config_hint(path: str) -> str:
     output = "" if path == os.path.expanduser(DEFAULT_CONFIG_OUTPUT) else " --output " + shlex.quote(path)
-    return ("create it with: stratus-copy-config%s (then set endpoint, username and password), "
+    return ("create it with: stratus-copy-config%s (then set endpoint, username, password and "
+            "marketplace_endpoint), "
             "or name another file with --config FILE or STRATUSLAB_USER_CONFIG" % output)
 
 

@@ -166,12 +166,20 @@ USER_SUITE = """
         assert stratuslab_cloud.users == {"alice": "secret-1"}
         assert [f.spec for f in stratuslab_cloud.faults] == ["marketplace=http-500:1"]
         assert stratuslab_driver.list_nodes() == []
+
+
+    @pytest.mark.stratuslab_own_cloud(faults=["one.vmpool.info=one-error:1"])
+    def test_the_fixtures_do_not_spend_a_faults_count(stratuslab_driver):
+        from stratuslab_lc_plugin.errors import ServiceError
+        with pytest.raises(ServiceError):
+            stratuslab_driver.list_nodes()   # the first call of the test gets the fault
+        assert stratuslab_driver.list_nodes() == []
 """
 
 
 def test_a_users_suite_creates_deploys_and_leaves_nothing_behind(tmp_path):
     proc = run_pytest(tmp_path, {"test_user.py": USER_SUITE})
-    assert outcome(proc) == "8 passed", proc.stdout + proc.stderr
+    assert outcome(proc) == "9 passed", proc.stdout + proc.stderr
 
 
 def test_one_cloud_per_test_on_request(tmp_path):

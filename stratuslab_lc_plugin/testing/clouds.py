@@ -75,12 +75,14 @@ def nothing_left_behind(driver: Any, cloud: Any = None) -> Iterator[Any]:
 
     What existed before is never touched, so a shared cloud keeps what other code made.
     New volumes are detached and destroyed, then new nodes destroyed. With ``cloud``, its
-    injected faults are set aside while cleaning up (and put back after), so a fault a test
-    added cannot stop the clean-up. Raises :class:`LeftBehindError` naming what could not
-    be removed (a warning instead when the block itself raised, so its error stays).
+    injected faults are set aside while the block's start and end are recorded (and put
+    back after), so they neither stop the clean-up nor spend their counts on it. Raises
+    :class:`LeftBehindError` naming what could not be removed (a warning instead when the
+    block itself raised, so its error stays).
     """
-    nodes_before = {node.id for node in driver.list_nodes()}
-    volumes_before = {volume.id for volume in driver.list_volumes()}
+    with _faults_aside(cloud):
+        nodes_before = {node.id for node in driver.list_nodes()}
+        volumes_before = {volume.id for volume in driver.list_volumes()}
     body_failed = False
     try:
         yield driver
@@ -88,20 +90,26 @@ def nothing_left_behind(driver: Any, cloud: Any = None) -> Iterator[Any]:
         body_failed = True
         raise
     finally:
-        saved = list(cloud.faults) if cloud is not None else []
-        if cloud is not None:
-            cloud.faults.clear()
-        try:
+        with _faults_aside(cloud):
             problems = _remove_new(driver, nodes_before, volumes_before)
-        finally:
-            for fault in saved:
-                cloud.faults.add(fault)
         if problems:
             message = "could not remove what the test created: " + "; ".join(problems)
             if not body_failed:
                 raise LeftBehindError(message)
             # The block's own error is what matters; this one must not replace it.
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+@contextmanager
+def _faults_aside(cloud: Any) -> Iterator[None]:
+    saved = list(cloud.faults) if cloud is not None else []
+    for fault in saved:
+        cloud.faults.remove(fault)
+    try:
+        yield
+    finally:
+        for fault in saved:
+            cloud.faults.add(fault)
 
 
 def _remove_new(driver: Any, nodes_before: set, volumes_before: set) -> List[str]:

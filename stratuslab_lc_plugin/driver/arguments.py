@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 from libcloud.compute.base import NodeAuthPassword, NodeAuthSSHKey
 
 from stratuslab_lc_plugin.config import LocationConfig
-from stratuslab_lc_plugin.driver.convert import CLIENT_TOKEN_KEY
+from stratuslab_lc_plugin.driver.convert import CLIENT_TOKEN_KEY, KEY_NAME_KEY
 from stratuslab_lc_plugin.errors import ConfigurationError
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
 from stratuslab_lc_plugin.services.vmtemplate import CONTEXT_KEY, MAX_NAME_LENGTH, check_value
@@ -95,7 +95,7 @@ def check_context(context: Optional[Mapping[str, Any]]) -> Dict[str, str]:
     for key, value in (context or {}).items():
         if not isinstance(key, str) or not CONTEXT_KEY.fullmatch(key):
             raise ValueError("ex_context key %r must be letters, digits and '_'" % (key,))
-        if key.upper() in ("TARGET", "PUBLIC_KEY", CLIENT_TOKEN_KEY):
+        if key.upper() in ("TARGET", "PUBLIC_KEY", CLIENT_TOKEN_KEY, KEY_NAME_KEY):
             raise ValueError("ex_context key %r is set by the driver" % (key,))
         if value is None:
             raise ValueError("ex_context value of %r must not be None" % (key,))

@@ -97,6 +97,8 @@ class ComputeMixin(DriverCore):
         ex_persistent_volumes: Sequence[Any] = (),
         ex_disks_bus: Optional[str] = None,
         ex_client_token: Optional[str] = None,
+        ex_keyname: Optional[str] = None,
+        ex_userdata: Optional[str] = None,
         **kwargs: Any,
     ) -> Node:
         """Start a VM and return its node (state pending, with its IP address).
@@ -114,6 +116,10 @@ class ComputeMixin(DriverCore):
         :param ex_disks_bus: ``ide``, ``scsi`` or ``virtio`` for images that do not say.
         :param ex_client_token: makes retries of this call idempotent: a VM already
             created with this token is returned instead of a new one.
+        :param ex_keyname: a key pair of the driver's key store (``list_key_pairs``) whose
+            public key goes to the VM's context, instead of ``auth``.
+        :param ex_userdata: cloud-init user data, as on EC2 or OpenStack (the same as
+            ``ex_cloud_init``).
 
         Every argument is checked before any VM is created.
         """
@@ -132,7 +138,18 @@ class ComputeMixin(DriverCore):
         if ex_disks_bus is not None and ex_disks_bus not in DISKS_BUS_PREFIX:
             raise ValueError("ex_disks_bus must be one of %s, not %r" % (", ".join(DISKS_BUS_PREFIX), ex_disks_bus))
         persistent = [_pdisk_source(loc, arguments.volume_id(v)) for v in ex_persistent_volumes]
-        public_key = arguments.public_key(auth, loc)
+        if ex_userdata is not None:
+            if ex_cloud_init is not None:
+                raise ValueError("give ex_userdata or ex_cloud_init (the same thing), not both")
+            ex_cloud_init = ex_userdata
+        if ex_keyname is not None:
+            if auth is not None:
+                raise ValueError("give auth or ex_keyname, not both")
+            key_name: Optional[str] = ex_keyname
+            public_key = self._stored_key(ex_keyname).public_key + "\n"
+        else:
+            key_name = None if auth is not None else self._configured_key_name(loc)
+            public_key = arguments.public_key(auth, loc)
         token = ex_client_token or uuid.uuid4().hex
         if not arguments.CLIENT_TOKEN.fullmatch(token):
             raise ValueError("ex_client_token is 1 to 64 letters, digits, '-' or '_', not %r" % (token,))
@@ -141,6 +158,8 @@ class ComputeMixin(DriverCore):
         if loc.default_context_method == "cloud-init" or ex_cloud_init is not None:
             context.update(cloud_init_context(ex_cloud_init, public_key))
         context[convert.CLIENT_TOKEN_KEY] = token
+        if key_name:
+            context[convert.KEY_NAME_KEY] = key_name
         template = render(
             VmSpec(
                 cpu=spec_size.cpu,

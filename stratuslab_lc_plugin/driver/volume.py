@@ -33,9 +33,16 @@ __all__ = ["VolumeMixin"]
 class VolumeMixin(DriverCore):
     """Persistent disks."""
 
-    def list_volumes(self, ex_location: LocationArg = None, ex_partial: bool = False) -> List[StorageVolume]:
-        """Every volume of every location (concurrently), or of ``ex_location`` only."""
-        return self._each_location("list_volumes", self._list_location_volumes, ex_location, ex_partial)
+    def list_volumes(self, ex_location: LocationArg = None, ex_partial: bool = False,
+                     location: LocationArg = None) -> List[StorageVolume]:
+        """Every volume of every location (concurrently), or of ``ex_location`` only.
+
+        ``location=`` is the 14.06 driver's name for ``ex_location``.
+        """
+        if location is not None and ex_location is not None and location != ex_location:
+            raise ValueError("list_volumes() got location=%r and ex_location=%r: give one" % (location, ex_location))
+        chosen = ex_location if ex_location is not None else location
+        return self._each_location("list_volumes", self._list_location_volumes, chosen, ex_partial)
 
     def ex_get_volume(self, volume_id: str, location: LocationArg = None) -> StorageVolume:
         """The volume ``volume_id`` (a pdisk UUID) of ``location`` (default: the default location)."""

@@ -98,6 +98,15 @@ class StratusLabNode(Node):
         return to_location(self.driver.location_config(self.extra.get("location")), self.driver)
 
     @property
+    def cached_state(self) -> str:
+        """14.06's name for the state last read (here, ``state`` itself)."""
+        return self.state
+
+    @cached_state.setter
+    def cached_state(self, value: str) -> None:
+        self.state = value
+
+    @property
     def host(self) -> Optional[str]:
         """The OpenNebula host the VM runs on (``extra['host']``), None before it is deployed."""
         return self.extra.get("host")

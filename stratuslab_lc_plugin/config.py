@@ -360,6 +360,10 @@ def resolve_configuration(
     """
     extras = {name: value for name, value in (endpoints or {}).items() if value is not None}
     if user_config is None and host:
+        # Tools pass what they read from ini files: "False", "8443".
+        secure = _argument_bool(secure, "secure")
+        if isinstance(port, str) and port.strip().isdigit():
+            port = int(port)
         if default_location:
             raise ConfigurationError(
                 "stratuslab_default_location names a section of a configuration file; with host=%r "
@@ -729,6 +733,17 @@ def _derive_pdisk(compute: Optional[str], raw: Optional[str]) -> str:
         return "%s://%s/pdisk" % (parts.scheme.lower(), parts.netloc)
     host, _port = _host_port(raw)
     return "https://%s:%d" % (host, PDISK_DEFAULT_PORT)
+
+
+def _argument_bool(value: object, what: str) -> bool:
+    if isinstance(value, str):
+        if value.strip().lower() in _TRUE:
+            return True
+        if value.strip().lower() in _FALSE:
+            return False
+        raise ConfigurationError("%s: %s must be true or false, not %r" % (ARGUMENTS_SOURCE, what, value),
+                                 path=ARGUMENTS_SOURCE)
+    return bool(value)
 
 
 def _boolean(values: _Values, key: str, default: Optional[bool]) -> Optional[bool]:

@@ -20,6 +20,8 @@ found before anything is sent, are ``ValueError`` or ``TypeError``; a failed
         +-- RedirectRefusedError             a 3xx answer: redirects are not followed
         +-- ServiceUnavailableError (libcloud ServiceUnavailableError)   timed_out
         +-- ProtocolError (MalformedResponseError)     an answer that does not parse
+    +-- KeyPairNotFoundError (KeyPairDoesNotExistError), KeyPairExistsError (KeyPairError)
+    +-- ScriptFailedError                    a deployment script exited non-zero
     NodeDeploymentError (DeploymentError)    phase, node; .value is the original exception
 
 ``str(error)``, ``error.value`` and ``error.message`` are the same text, which starts with
@@ -37,7 +39,7 @@ from typing import Optional
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError, ProviderError
 from libcloud.common.types import ServiceUnavailableError as LibcloudServiceUnavailableError
-from libcloud.compute.types import DeploymentError
+from libcloud.compute.types import DeploymentError, KeyPairDoesNotExistError, KeyPairError
 
 __all__ = [
     "StratusLabError",
@@ -52,6 +54,8 @@ __all__ = [
     "RedirectRefusedError",
     "ServiceUnavailableError",
     "ProtocolError",
+    "KeyPairNotFoundError",
+    "KeyPairExistsError",
     "ScriptFailedError",
     "NodeDeploymentError",
 ]
@@ -212,6 +216,22 @@ class ProtocolError(ServiceError, MalformedResponseError):
         super().__init__(message, **kwargs)
         self.body = None
         self.client_token: Optional[str] = None
+
+
+class KeyPairNotFoundError(StratusLabError, KeyPairDoesNotExistError):
+    """No key pair of that ``name`` in the driver's key store (Libcloud's KeyPairDoesNotExistError)."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message, operation="get_key_pair")
+        self.name = name
+
+
+class KeyPairExistsError(StratusLabError, KeyPairError):
+    """A key pair of that ``name`` exists already: it is never overwritten."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message, operation="create_key_pair")
+        self.name = name
 
 
 class ScriptFailedError(StratusLabError):

@@ -16,7 +16,7 @@ attach answer is resolved by the disk's mounts.
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Set
+from typing import Any, List, Optional, Set
 
 from libcloud.compute.base import Node, StorageVolume
 from libcloud.compute.types import StorageVolumeState
@@ -33,9 +33,17 @@ __all__ = ["VolumeMixin"]
 class VolumeMixin(DriverCore):
     """Persistent disks."""
 
-    def list_volumes(self, ex_location: LocationArg = None, ex_partial: bool = False) -> List[StorageVolume]:
-        """Every volume of every location (concurrently), or of ``ex_location`` only."""
-        return self._each_location("list_volumes", self._list_location_volumes, ex_location, ex_partial)
+    def list_volumes(self, ex_location: LocationArg = None, ex_partial: bool = False,
+                     location: LocationArg = None, **kwargs: Any) -> List[StorageVolume]:
+        """Every volume of every location (concurrently), or of ``ex_location`` only.
+
+        ``location=`` is the 14.06 driver's name for ``ex_location``.
+        """
+        arguments.no_other_arguments("list_volumes", kwargs)
+        if location is not None and ex_location is not None and location != ex_location:
+            raise ValueError("list_volumes() got location=%r and ex_location=%r: give one" % (location, ex_location))
+        chosen = ex_location if ex_location is not None else location
+        return self._each_location("list_volumes", self._list_location_volumes, chosen, ex_partial)
 
     def ex_get_volume(self, volume_id: str, location: LocationArg = None) -> StorageVolume:
         """The volume ``volume_id`` (a pdisk UUID) of ``location`` (default: the default location)."""

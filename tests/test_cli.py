@@ -476,3 +476,14 @@ def test_importing_the_cli_imports_neither_libcloud_nor_rich():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                                env=dict(os.environ, STRATUSLAB_LC_PLUGIN_DISABLE="1"))
     assert completed.stdout.strip() == "[]", completed.stderr
+
+
+def test_a_broken_import_inside_the_package_is_a_traceback_not_an_install_hint(cloud, monkeypatch):
+    import stratuslab_lc_plugin.cli.commands as commands
+
+    def broken(args):
+        from stratuslab_lc_plugin.config import NO_SUCH_NAME  # noqa: F401
+
+    monkeypatch.setattr(commands, "locations", broken)
+    with pytest.raises(ImportError, match="NO_SUCH_NAME"):
+        main(["locations", "--config", cloud.config_path])

@@ -10,7 +10,8 @@ Every error a command meets ends here, so the rules live in one place:
   (``location`` is null when no location is involved), ``hint``, ``node`` and ``cleanup``
   when they apply.
 
-Anything else (a bug) is not caught: it shows its traceback.
+Anything else (a bug, such as a name this package fails to import) is not caught: it
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def describe(exc: BaseException) -> Optional[Failure]:
         return Failure(exc.message, exc.kind, exc.exit_status, hint=exc.hint, usage=exc.usage, prog=exc.prog)
     if isinstance(exc, KeyboardInterrupt):
         return Failure("interrupted", "KeyboardInterrupt", EXIT_INTERRUPTED)
-    if isinstance(exc, ImportError):
+    if isinstance(exc, ModuleNotFoundError) and _is_third_party(exc.name):
         return describe(missing_package(exc, "this command"))
     if isinstance(exc, (ValueError, TypeError)):  # ConfigurationError is a ValueError too
         status = EXIT_USAGE
@@ -130,6 +131,12 @@ def report(failure: Failure, prog: str, as_json: bool) -> int:
     if as_json:
         print_json(failure.as_json())
     return failure.exit_status
+
+
+def _is_third_party(module: Optional[str]) -> bool:
+    # A module of this package that cannot be imported is a bug to show, not a package to install.
+    top = (module or "").split(".")[0]
+    return bool(top) and top != __name__.split(".")[0]
 
 
 def _is_libcloud_error(exc: BaseException) -> bool:

@@ -16,10 +16,13 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, cast
 
 from stratuslab_lc_plugin.cli.console import print_json, print_table, wait_for_node
 from stratuslab_lc_plugin.cli.rows import LOCATION_COLUMNS, SIZE_COLUMNS, image_row, location_row, size_row
+
+if TYPE_CHECKING:
+    from stratuslab_lc_plugin.driver import StratusLabNodeDriver
 
 __all__ = ["run_demo"]
 
@@ -78,13 +81,15 @@ def run_demo(keep: bool = False, delay: float = 0.2, as_json: bool = False) -> i
 
         with steps.step("get_driver('stratuslab') — no registration step"):
             cls = get_driver("stratuslab")
-            driver = cls("default", stratuslab_user_config=cloud.config_path)
+            # What get_driver returns is typed as a plain NodeDriver; this one has the ex_ methods.
+            driver = cast("StratusLabNodeDriver", cls("default", stratuslab_user_config=cloud.config_path))
             console.print("%s.%s" % (cls.__module__, cls.__name__))
 
         with steps.step("list_locations, list_sizes, list_images"):
             print_table([location_row(loc) for loc in driver.list_locations()], LOCATION_COLUMNS[:3],
                         title="locations", stream=tables)
-            print_table([size_row(s) for s in driver.list_sizes()], SIZE_COLUMNS, title="sizes", stream=tables)
+            sizes = driver.list_sizes()
+            print_table([size_row(s) for s in sizes], SIZE_COLUMNS, title="sizes", stream=tables)
             images = driver.list_images()
             print_table([image_row(i) for i in images], ["id", "name", "os", "format", "bus"],
                         title="images", stream=tables)
@@ -93,7 +98,8 @@ def run_demo(keep: bool = False, delay: float = 0.2, as_json: bool = False) -> i
         with steps.step("create_node with a fresh Ed25519 key"):
             private_key, public_key = _new_key(workdir)
             node = driver.create_node(
-                name="demo-node", size="m1.small", image=image, auth=NodeAuthSSHKey(public_key)
+                name="demo-node", size=next(s for s in sizes if s.id == "m1.small"), image=image,
+                auth=NodeAuthSSHKey(public_key),
             )
             console.print("node %s (%s) created from %s" % (node.id, node.extra["state_label"], image.name))
 
@@ -105,14 +111,14 @@ def run_demo(keep: bool = False, delay: float = 0.2, as_json: bool = False) -> i
             script = ScriptDeployment(SCRIPT, name="hello.sh")
             deployment = MultiStepDeployment([_file_step(workdir, FileDeployment), script])
             driver.ex_deploy_node(node, deployment, ssh_key=private_key, timeout=60, wait_period=0.2)
-            console.print(script.stdout.rstrip() or "(no output)", markup=False, soft_wrap=True)
+            console.print((script.stdout or "").rstrip() or "(no output)", markup=False, soft_wrap=True)
 
         with steps.step("create_volume, attach_volume, see it in use"):
             volume = driver.create_volume(1, "demo-volume")
             driver.attach_volume(node, volume)
             seen = driver.ex_get_volume(volume.id)
             console.print("volume %s is %s, attached to node %s as %s"
-                          % (seen.id, seen.state, node.id, seen.extra["device"]))
+                          % (seen.id, seen.state, node.id, (seen.extra or {}).get("device")))
 
         with steps.step("detach_volume, destroy_volume"):
             driver.detach_volume(volume)

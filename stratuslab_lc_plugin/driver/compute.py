@@ -86,7 +86,7 @@ class ComputeMixin(DriverCore):
         arguments.no_other_arguments("list_nodes", kwargs)
         return self._each_location("list_nodes", self._list_location_nodes, ex_location, ex_partial)
 
-    def ex_get_node(self, node_id: Union[str, int], location: LocationArg = None) -> Node:
+    def ex_get_node(self, node_id: Union[str, int, None], location: LocationArg = None) -> Node:
         """The node of VM ``node_id`` of ``location`` (default: the default location)."""
         vm = arguments.vm_id(node_id)
         return self._fetch_node(self.location_config(location), vm)

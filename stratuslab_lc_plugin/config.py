@@ -41,7 +41,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Iterable, Mapping, Optional, Union
+from typing import IO, Callable, Iterable, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 from stratuslab_lc_plugin.errors import ConfigurationError
@@ -465,19 +465,19 @@ def _read_source(source: Source) -> tuple[str, str, Optional[int], str]:
                         % type(source).__name__)
     name = getattr(source, "name", None)
     name = name if isinstance(name, str) and name else STREAM_NAME
-    mode = None
+    stream_mode: Optional[int] = None
     try:
         fileno = source.fileno()
     except (AttributeError, OSError, ValueError):
         pass
     else:
-        mode = os.fstat(fileno).st_mode
-        if not stat.S_ISREG(mode):
-            mode = None
-    data = source.read()
-    text = _decode(data, name) if isinstance(data, bytes) else data
+        stream_mode = os.fstat(fileno).st_mode
+        if not stat.S_ISREG(stream_mode):
+            stream_mode = None
+    content: Union[str, bytes] = source.read()
+    text = _decode(content, name) if isinstance(content, bytes) else content
     base_dir = os.path.dirname(os.path.abspath(name)) if os.path.isfile(name) else os.getcwd()
-    return text, name, mode, base_dir
+    return text, name, stream_mode, base_dir
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -686,8 +686,8 @@ def _location(parsed: _Parsed, name: str, base_dir: str, section: str) -> Locati
     pdisk_endpoint = (
         _checked(values, "pdisk_endpoint", normalise_pdisk_endpoint)
         if values.get("pdisk_endpoint")
-        else _derive_pdisk(endpoint, values.get("endpoint"))
-    )
+        else None
+    ) or _derive_pdisk(endpoint, values.get("endpoint"))
     marketplace_endpoint = _checked(values, "marketplace_endpoint", normalise_marketplace_endpoint)
     username, password = values.get("username"), values.get("password")
     return LocationConfig(
@@ -721,7 +721,7 @@ def _path(values: _Values, key: str, base_dir: str) -> Optional[str]:
     return os.path.join(base_dir, os.path.expanduser(value))
 
 
-def _checked(values: _Values, key: str, normalise) -> Optional[str]:
+def _checked(values: _Values, key: str, normalise: Callable[[str], str]) -> Optional[str]:
     value = values.get(key)
     if value is None:
         return None
@@ -734,7 +734,7 @@ def _checked(values: _Values, key: str, normalise) -> Optional[str]:
 def _derive_pdisk(compute: Optional[str], raw: Optional[str]) -> str:
     # 14.06 fell back to the compute endpoint verbatim, which for a URL such as
     # https://h/one-proxy/xmlrpc is not a pdisk URL; pdisk lives at /pdisk on the same front end.
-    if not compute:
+    if not compute or not raw:
         return ""
     if "://" in raw:
         parts = urlsplit(compute)

@@ -26,7 +26,6 @@ import pytest
 import venvkit
 
 ROOT = venvkit.PROJECT_ROOT
-PACKAGE_DIR = ROOT / venvkit.PACKAGE
 #: Imported by the pytest plugin only, which pytest itself loads: not a requirement.
 IMPORTED_BY_PYTEST_ONLY = {"pytest"}
 #: SHA-256 of https://www.apache.org/licenses/LICENSE-2.0.txt, the standard text.
@@ -47,10 +46,18 @@ def declared_requirements() -> set:
     return {requirement_name(line) for line in lines if line.strip()}
 
 
+def shipped_top_level_packages() -> list:
+    """The top-level packages setup.cfg ships (``stratuslab_lc_plugin``, the 14.06 ``stratuslab`` path)."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg", encoding="utf-8")
+    names = parser["options.packages.find"]["include"].split()
+    return sorted({name.split(".")[0] for name in names})
+
+
 def imported_top_level_modules() -> dict:
-    """Top-level module name -> files of the package that import it (also inside functions)."""
+    """Top-level module name -> files of the shipped packages that import it (also inside functions)."""
     found: dict = {}
-    for path in PACKAGE_DIR.rglob("*.py"):
+    for path in (p for package in shipped_top_level_packages() for p in (ROOT / package).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -85,7 +92,7 @@ def test_every_imported_third_party_module_is_a_declared_requirement():
     owners = module_owners()
     undeclared = {}
     for module, files in sorted(imported_top_level_modules().items()):
-        if module in IMPORTED_BY_PYTEST_ONLY or module == venvkit.PACKAGE:
+        if module in IMPORTED_BY_PYTEST_ONLY or module in shipped_top_level_packages():
             continue
         distributions = owners.get(module, set())
         if distributions and not distributions & declared:
@@ -171,7 +178,9 @@ def test_wheel_metadata_tells_the_truth(dists):
     assert "License :: OSI Approved :: Apache Software License" in classifiers
     assert meta["License"] == "Apache-2.0" or meta["License-Expression"] == "Apache-2.0"
     assert meta["Author"]
-    assert "Typing :: Typed" not in classifiers  # not until the public API type-checks
+    if "Typing :: Typed" in classifiers:  # a claim PEP 561 type checkers read from py.typed
+        with zipfile.ZipFile(dists["wheel"]) as archive:
+            assert "stratuslab_lc_plugin/py.typed" in archive.namelist()
     claimed = {c.rsplit(" :: ", 1)[1] for c in classifiers
                if re.fullmatch(r"Programming Language :: Python :: 3\.[0-9]+", c)}
     assert claimed == tox_python_versions()

@@ -10,6 +10,8 @@ line; both keep working, and this module offers the 14.06 classes. New code need
 
 import sys
 import warnings
+from types import FrameType
+from typing import Optional
 
 from stratuslab_lc_plugin.driver import StratusLabNode, StratusLabNodeDriver, StratusLabNodeSize
 
@@ -19,7 +21,7 @@ __all__ = ["StratusLabNodeDriver", "StratusLabNode", "StratusLabNodeSize"]
 def _importer_depth() -> int:
     """The stacklevel of the code that imported this module, past importlib's own frames."""
     depth = 1
-    frame = sys._getframe(1)
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
         depth += 1
         frame = frame.f_back

@@ -9,7 +9,7 @@ the whole location's VM pool from becoming unreadable.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional
 
 from libcloud.compute.base import NodeAuthPassword, NodeAuthSSHKey
 
@@ -45,7 +45,7 @@ MAX_VOLUME_SIZE = 1024
 VISIBILITIES = ("private", "public")
 
 
-def vm_id(node_id: Union[str, int]) -> int:
+def vm_id(node_id: object) -> int:
     """The OpenNebula VM number a node id stands for; anything else is a ValueError."""
     text = str(node_id) if isinstance(node_id, int) and not isinstance(node_id, bool) else node_id
     if not isinstance(text, str) or not VM_ID.fullmatch(text) or int(text) > _MAX_VM_ID:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from libcloud.compute.base import Node, NodeAuthSSHKey, NodeImage, NodeLocation, NodeSize
+from libcloud.compute.base import Node, NodeAuthPassword, NodeAuthSSHKey, NodeImage, NodeLocation, NodeSize, StorageVolume
 
 from stratuslab_lc_plugin.config import LocationConfig, SizeSpec
 from stratuslab_lc_plugin.driver import arguments, convert, waiting
-from stratuslab_lc_plugin.driver.core import DriverCore, LocationArg, one_deadline, write_once
+from stratuslab_lc_plugin.driver.core import DriverCore, LocationArg, NodeList, one_deadline, write_once
 from stratuslab_lc_plugin.errors import InvalidStateError, ProtocolError, ServiceUnavailableError, StratusLabError
 from stratuslab_lc_plugin.services.marketplace import IMAGE_ID, ImageRecord, newest
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
@@ -44,11 +44,11 @@ class ComputeMixin(DriverCore):
 
     # -- locations and sizes (configuration only, no remote call) -------------------------
 
-    def list_locations(self, **kwargs: Any) -> List[NodeLocation]:
+    def list_locations(self, **kwargs: object) -> List[NodeLocation]:
         arguments.no_other_arguments("list_locations", kwargs)
         return [convert.to_location(loc, self) for loc in self._config.locations.values()]
 
-    def list_sizes(self, location: LocationArg = None, **kwargs: Any) -> List[NodeSize]:
+    def list_sizes(self, location: LocationArg = None, **kwargs: object) -> List[NodeSize]:
         arguments.no_other_arguments("list_sizes", kwargs)
         if location is not None:
             self.location_config(location)  # sizes do not depend on it, but it must exist
@@ -56,7 +56,7 @@ class ComputeMixin(DriverCore):
 
     # -- images -----------------------------------------------------------------------------
 
-    def list_images(self, location: LocationArg = None, **kwargs: Any) -> List[NodeImage]:
+    def list_images(self, location: LocationArg = None, **kwargs: object) -> List[NodeImage]:
         """The valid images of the location's Marketplace, one per image id.
 
         When several endorsers vouch for the same image, the newest endorsement describes
@@ -75,7 +75,8 @@ class ComputeMixin(DriverCore):
 
     # -- nodes ------------------------------------------------------------------------------
 
-    def list_nodes(self, ex_location: LocationArg = None, ex_partial: bool = False, **kwargs: Any) -> List[Node]:
+    def list_nodes(self, ex_location: LocationArg = None, ex_partial: bool = False,  # type: ignore[override]
+                   **kwargs: object) -> NodeList[Node]:
         """Every node of every location, or of ``ex_location`` only.
 
         Locations are asked concurrently. When one fails, the error names it; with
@@ -85,7 +86,7 @@ class ComputeMixin(DriverCore):
         arguments.no_other_arguments("list_nodes", kwargs)
         return self._each_location("list_nodes", self._list_location_nodes, ex_location, ex_partial)
 
-    def ex_get_node(self, node_id: Union[str, int], location: LocationArg = None) -> Node:
+    def ex_get_node(self, node_id: Union[str, int, None], location: LocationArg = None) -> Node:
         """The node of VM ``node_id`` of ``location`` (default: the default location)."""
         vm = arguments.vm_id(node_id)
         return self._fetch_node(self.location_config(location), vm)
@@ -95,20 +96,20 @@ class ComputeMixin(DriverCore):
         self,
         name: str,
         size: Union[NodeSize, str],
-        image: Union[NodeImage, str, Any],
+        image: Union[NodeImage, StorageVolume, str],
         location: LocationArg = None,
-        auth: Optional[NodeAuthSSHKey] = None,
+        auth: Union[NodeAuthSSHKey, NodeAuthPassword, None] = None,
         ex_network: str = "public",
-        ex_context: Optional[Dict[str, Any]] = None,
+        ex_context: Optional[Mapping[str, object]] = None,
         ex_cloud_init: Optional[str] = None,
         ex_requirements: Optional[str] = None,
         ex_volatile_disk: Optional[int] = None,
-        ex_persistent_volumes: Sequence[Any] = (),
+        ex_persistent_volumes: Sequence[Union[StorageVolume, str]] = (),
         ex_disks_bus: Optional[str] = None,
         ex_client_token: Optional[str] = None,
         ex_keyname: Optional[str] = None,
         ex_userdata: Optional[str] = None,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> Node:
         """Start a VM and return its node (state pending, with its IP address).
 
@@ -192,32 +193,32 @@ class ComputeMixin(DriverCore):
         vm = self._allocate_once(services, template, token, check_first=ex_client_token is not None)
         return self._fetch_node(loc, vm)
 
-    def destroy_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def destroy_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         return self._vm_action(node, "finalize", ex_location, kwargs)
 
-    def reboot_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def reboot_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         return self._vm_action(node, "reboot", ex_location, kwargs)
 
-    def stop_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def stop_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """Save the VM to the front end and stop it (ONE ``stop``); ``start_node`` resumes it."""
         return self._vm_action(node, "stop", ex_location, kwargs)
 
-    def start_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def start_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         return self._vm_action(node, "resume", ex_location, kwargs)
 
-    def ex_start_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def ex_start_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """``start_node`` under the name some Libcloud tools use (StackStorm's pack)."""
         return self.start_node(node, ex_location, **kwargs)
 
-    def ex_stop_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def ex_stop_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """``stop_node`` under the name some Libcloud tools use (StackStorm's pack)."""
         return self.stop_node(node, ex_location, **kwargs)
 
-    def ex_suspend_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def ex_suspend_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """Pause the VM, keeping it on its host (ONE ``suspend``); ``start_node`` resumes it."""
         return self._vm_action(node, "suspend", ex_location, kwargs)
 
-    def ex_shutdown_node(self, node: Node, ex_location: LocationArg = None, **kwargs: Any) -> bool:
+    def ex_shutdown_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """Graceful (ACPI) shutdown; the VM ends as ``terminated``."""
         return self._vm_action(node, "shutdown", ex_location, kwargs)
 
@@ -228,7 +229,7 @@ class ComputeMixin(DriverCore):
         timeout: float = 600,
         ssh_interface: str = "public_ips",
         force_ipv4: bool = True,
-        ex_list_nodes_kwargs: Optional[Dict[str, Any]] = None,
+        ex_list_nodes_kwargs: Optional[Dict[str, object]] = None,
     ) -> List[Tuple[Node, List[str]]]:
         """Libcloud's ``wait_until_running``: block until the nodes run with an address.
 
@@ -282,7 +283,7 @@ class ComputeMixin(DriverCore):
                 return vm.id
         return None
 
-    def _vm_action(self, node: Node, action: str, ex_location: LocationArg, kwargs: Dict[str, Any]) -> bool:
+    def _vm_action(self, node: Node, action: str, ex_location: LocationArg, kwargs: Mapping[str, object]) -> bool:
         arguments.no_other_arguments(_ACTION_METHODS[action], kwargs)
         location, vm = self._locate_node(node, ex_location)
         try:
@@ -294,7 +295,7 @@ class ComputeMixin(DriverCore):
             raise
         return True
 
-    def _image_source(self, services: LocationServices, image: Any) -> Tuple[str, str, str, List[int]]:
+    def _image_source(self, services: LocationServices, image: object) -> Tuple[str, str, str, List[int]]:
         """DISK 0's source, driver and bus, and the image's inbound ports (spec §3.5)."""
         loc = services.location
         wanted = arguments.image_id(image)

@@ -72,7 +72,7 @@ _LCM_STATE = {
 _NOT_THE_IMAGE = ("swap", "fs", "block")
 
 
-def node_state(state: int, lcm_state: int) -> str:
+def node_state(state: int, lcm_state: int) -> NodeState:
     """Libcloud's ``NodeState`` for an OpenNebula (STATE, LCM_STATE) pair."""
     if state == VmState.ACTIVE:
         return _LCM_STATE.get(lcm_state, NodeState.UNKNOWN)  # type: ignore[call-overload]
@@ -98,12 +98,12 @@ class StratusLabNode(Node):
         return to_location(self.driver.location_config(self.extra.get("location")), self.driver)
 
     @property
-    def cached_state(self) -> str:
+    def cached_state(self) -> NodeState:
         """14.06's name for the state last read (here, ``state`` itself)."""
         return self.state
 
     @cached_state.setter
-    def cached_state(self, value: str) -> None:
+    def cached_state(self, value: NodeState) -> None:
         self.state = value
 
     @property
@@ -111,7 +111,7 @@ class StratusLabNode(Node):
         """The OpenNebula host the VM runs on (``extra['host']``), None before it is deployed."""
         return self.extra.get("host")
 
-    def get_node_state(self) -> str:
+    def get_node_state(self) -> NodeState:
         """The node's state as the cloud sees it now (one ``one.vm.info``); also updates this node."""
         fresh = self.driver.ex_get_node(self.id, self.extra.get("location"))
         self.state, self.public_ips, self.private_ips = fresh.state, fresh.public_ips, fresh.private_ips
@@ -137,8 +137,10 @@ class StratusLabNodeSize(NodeSize):
     def __init__(self, size_id: str, name: str, ram: Optional[int], disk: Optional[int] = None,
                  bandwidth: Optional[int] = None, price: Optional[float] = None, driver: Any = None,
                  cpu: Optional[int] = 1, extra: Optional[Dict[str, Any]] = None) -> None:
-        super().__init__(id=size_id, name=name, ram=ram, disk=disk, bandwidth=bandwidth, price=price,
-                         driver=driver, extra=dict(extra or {}, cpu=cpu))
+        # None where StratusLab says nothing, as in Libcloud's OpenNebula driver (its
+        # annotations want numbers).
+        super().__init__(id=size_id, name=name, ram=ram, disk=disk, bandwidth=bandwidth,  # type: ignore[arg-type]
+                         price=price, driver=driver, extra=dict(extra or {}, cpu=cpu))  # type: ignore[arg-type]
         self.cpu = cpu
 
     def __repr__(self) -> str:

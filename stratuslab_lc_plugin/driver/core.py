@@ -58,13 +58,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_WORKERS_PER_LOCATION = 16
 
 
-class NodeList(list):  # type: ignore[type-arg]
+class NodeList(List[T]):
     """The nodes (or volumes) the locations gave, and why some did not.
 
     ``failures`` maps each location that failed to its exception (``ex_partial=True``).
     """
 
-    def __init__(self, items: Iterable[Any] = (), failures: Optional[Dict[str, Exception]] = None) -> None:
+    def __init__(self, items: Iterable[T] = (), failures: Optional[Dict[str, Exception]] = None) -> None:
         super().__init__(items)
         self.failures: Dict[str, Exception] = failures or {}
 
@@ -137,7 +137,7 @@ class DriverCore(NodeDriver):
         retry_delay: float = 0.2,
         backoff: float = 2.0,
         proxy_url: Optional[str] = None,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> None:
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
@@ -293,7 +293,7 @@ class DriverCore(NodeDriver):
             except NotFoundError:
                 return {}
         wanted = set(vms)
-        return {int(n.id): n for n in self._list_location_nodes(location) if int(n.id) in wanted}
+        return {int(str(n.id)): n for n in self._list_location_nodes(location) if int(str(n.id)) in wanted}
 
     def _wait_running(self, targets: Sequence[Tuple[waiting.Target, Node]], ssh_interface: str,
                       force_ipv4: bool, timeout: float, wait_period: float,
@@ -311,7 +311,7 @@ class DriverCore(NodeDriver):
     # -- several locations at once ---------------------------------------------------------
 
     def _each_location(self, operation: str, function: Callable[[LocationConfig], List[T]],
-                       location: LocationArg, partial: bool) -> NodeList:
+                       location: LocationArg, partial: bool) -> NodeList[T]:
         """Concatenate ``function(location)`` over one location or all of them.
 
         Several locations are asked concurrently, each task keeping the caller's deadline.
@@ -339,7 +339,8 @@ class DriverCore(NodeDriver):
                 for loc in locations
             ]
             results = [future.result() for future in futures]
-        items, failures = NodeList(), {}
+        items: NodeList[T] = NodeList()
+        failures: Dict[str, Exception] = {}
         for loc, (result, error) in zip(locations, results):
             if error is not None:
                 failures[loc.id] = error
@@ -385,7 +386,7 @@ class DriverCore(NodeDriver):
     def __enter__(self) -> "DriverCore":
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

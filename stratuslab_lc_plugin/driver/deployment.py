@@ -23,7 +23,7 @@ from __future__ import annotations
 import atexit
 import os
 import time
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from libcloud.compute.base import KeyPair, Node, NodeAuthPassword, NodeAuthSSHKey
 from libcloud.compute.deployment import Deployment
@@ -101,9 +101,9 @@ class DeploymentMixin(DriverCore):
         timeout: float = DEFAULT_TIMEOUT,
         max_tries: int = 3,
         ssh_interface: str = "public_ips",
-        at_exit_func: Optional[Callable[..., Any]] = None,
+        at_exit_func: Optional[Callable[..., object]] = None,
         wait_period: float = 5,
-        **create_node_kwargs: Any,
+        **create_node_kwargs: object,
     ) -> Node:
         """Create a node, wait until it runs, then run ``deploy`` on it over SSH.
 
@@ -143,13 +143,14 @@ class DeploymentMixin(DriverCore):
         if isinstance(auth, NodeAuthPassword):
             raise ValueError("StratusLab VMs accept SSH keys only: pass auth=NodeAuthSSHKey(public_key) or ssh_key")
         timeout = timeout or DEFAULT_TIMEOUT
-        keyname = create_node_kwargs.get("ex_keyname")
+        create: Dict[str, Any] = dict(create_node_kwargs)  # checked by create_node itself
+        keyname = create.get("ex_keyname")
         if not ssh_key and keyname:
             ssh_key = self._stored_key(keyname).private_path  # None: only the public half is kept
-        keys, key_note = self._deployment_keys(ssh_key, ssh_key_password, create_node_kwargs.get("location"))
+        keys, key_note = self._deployment_keys(ssh_key, ssh_key_password, create.get("location"))
         if auth is None and ssh_key and not keyname:
             auth = NodeAuthSSHKey("\n".join(key.public_line for key in keys))
-        node = self.create_node(auth=auth, **create_node_kwargs) if auth else self.create_node(**create_node_kwargs)
+        node = self.create_node(auth=auth, **create) if auth else self.create_node(**create)
 
         if at_exit_func:
             atexit.register(at_exit_func, driver=self, node=node)

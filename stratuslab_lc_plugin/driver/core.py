@@ -139,10 +139,11 @@ class DriverCore(NodeDriver):
         proxy_url: Optional[str] = None,
         **kwargs: object,
     ) -> None:
-        if timeout is None:
-            timeout = DEFAULT_TIMEOUT
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        timeout = DEFAULT_TIMEOUT if timeout is None else arguments.number(timeout, "timeout")
+        if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds, not %r" % (timeout,))
+        retries, retry_delay, backoff = (arguments.number(retries, "retries"), arguments.number(retry_delay, "retry_delay"),
+                                         arguments.number(backoff, "backoff"))
         self._config: UserConfig = resolve_configuration(
             key, secret, host, port, secure, path, stratuslab_user_config, stratuslab_default_location,
             {"pdisk_endpoint": ex_pdisk_endpoint, "marketplace_endpoint": ex_marketplace_endpoint,

@@ -61,7 +61,7 @@ def test_elasticluster_key_pairs_create_node_and_ssh(front, tmp_path, key_factor
         "key": front["key"], "secret": front["secret"], "host": front["host"], "port": front["port"],
         "path": front["path"], "ex_pdisk_endpoint": front["ex_pdisk_endpoint"],
         "ex_marketplace_endpoint": front["ex_marketplace_endpoint"], "ex_ca_certs_path": front["ex_ca_certs_path"],
-        "ex_keypairs_dir": str(tmp_path / "keypairs"),
+        "ex_keypairs_dir": str(tmp_path / "keypairs"), "timeout": "60",
     }
     driver_class = get_driver(getattr(Provider, "stratuslab".upper()))
     driver = driver_class(**options)

@@ -99,7 +99,7 @@ class RetryPolicy:
     past the call's deadline.
     """
 
-    def __init__(self, retries: int = 2, retry_delay: float = 0.2, backoff: float = 2.0,
+    def __init__(self, retries: float = 2, retry_delay: float = 0.2, backoff: float = 2.0,
                  max_delay: float = 5.0) -> None:
         for name, value in (("retries", retries), ("retry_delay", retry_delay), ("backoff", backoff)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

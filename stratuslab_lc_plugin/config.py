@@ -48,7 +48,6 @@ from stratuslab_lc_plugin.errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_SIZES",
-    "DEFAULT_MARKETPLACE_ENDPOINT",
     "ENV_KEY",
     "ENV_USER_CONFIG",
     "LocationConfig",
@@ -66,7 +65,6 @@ __all__ = [
 
 ENV_USER_CONFIG = "STRATUSLAB_USER_CONFIG"
 ENV_KEY = "STRATUSLAB_KEY"
-DEFAULT_MARKETPLACE_ENDPOINT = "https://marketplace.stratuslab.eu"
 COMPUTE_DEFAULT_PORT = 2634
 PDISK_DEFAULT_PORT = 8445
 STREAM_NAME = "<stream>"
@@ -131,9 +129,10 @@ BUILTIN_SIZES: Mapping[str, SizeSpec] = MappingProxyType(
 class LocationConfig:
     """The effective configuration of one location (a section merged over ``[default]``).
 
-    ``endpoint`` and ``pdisk_endpoint`` are ``""`` when the file gives no way to reach the
-    service; :meth:`require_endpoint` and :meth:`check_usable` turn that into an error at
-    the moment the location is used. Password fields are left out of ``repr``.
+    ``endpoint``, ``pdisk_endpoint`` and ``marketplace_endpoint`` are ``""`` when the file
+    gives no way to reach the service; :meth:`require_endpoint` and :meth:`check_usable`
+    turn that into an error at the moment the location is used. Password fields are left
+    out of ``repr``.
     """
 
     id: str
@@ -208,7 +207,16 @@ class LocationConfig:
                 key="pdisk_endpoint",
             )
         if service == "marketplace":
-            return self.marketplace_endpoint
+            # No default: 14.06's was the central Marketplace of a project that no longer
+            # runs, and whoever holds its domain one day would choose users' VM disks.
+            if self.marketplace_endpoint:
+                return self.marketplace_endpoint
+            raise self._error(
+                "no Marketplace endpoint: set marketplace_endpoint = https://<host>/marketplace in [%s] "
+                "or [default] (there is no default: marketplace.stratuslab.eu, the former central "
+                "Marketplace, no longer runs)" % self.id,
+                key="marketplace_endpoint",
+            )
         raise ValueError("unknown service %r (compute, pdisk or marketplace)" % (service,))
 
     def auth_mode(self, service: str = "compute") -> str:
@@ -688,7 +696,7 @@ def _location(parsed: _Parsed, name: str, base_dir: str, section: str) -> Locati
         country=values.own.get("country") or "unknown",
         endpoint=endpoint or "",
         pdisk_endpoint=pdisk_endpoint,
-        marketplace_endpoint=marketplace_endpoint or DEFAULT_MARKETPLACE_ENDPOINT,
+        marketplace_endpoint=marketplace_endpoint or "",
         username=username,
         password=password,
         pdisk_username=values.get("pdisk_username") or username,

@@ -260,7 +260,8 @@ def test_the_1406_names_keep_their_meaning(objects, driver):
     assert (size.cpu, size.extra["cpu"]) == (1, 1)
     assert node.location.id == node.extra["location"] and node.host == node.extra["host"] == "localhost"
     assert node.get_node_state() == NodeState.RUNNING and node.cached_state == NodeState.RUNNING
-    assert driver.DEFAULT_MARKETPLACE_URL.startswith("https://")
+    with pytest.raises(AttributeError, match="there is no default any more: use the location's marketplace_endpoint"):
+        driver.DEFAULT_MARKETPLACE_URL
     assert driver.RDF_RDF == "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF"
 
 

@@ -15,6 +15,10 @@ hook apart from the package, cost about 1 % more instructions of ``python -c pas
 needs only ``sys`` at module level, and keeps no other module in its namespace (a
 module-level ``import os`` cost another 1 %, spent clearing ``os`` at interpreter exit).
 ``bench/startup.py`` counts it.
+
+PYTEST_DONT_REWRITE: the interpreter-start hook imports this package before pytest runs,
+so pytest, which rewrites the packages of its plugins (ours is ``testing``), cannot rewrite
+it and would say so in a warning in every test run of every user.
 """
 
 import sys

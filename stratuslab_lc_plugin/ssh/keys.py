@@ -17,14 +17,14 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from stratuslab_lc_plugin.errors import ConfigurationError
+from stratuslab_lc_plugin.errors import SSHKeyError
 
 __all__ = [
     "LoadedKey",
@@ -39,13 +39,6 @@ KeySource = Union[str, bytes, "os.PathLike[str]"]
 
 # Curves that both OpenSSH and paramiko's ECDSAKey know.
 _SSH_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
-
-
-class SSHKeyError(ConfigurationError):
-    """A private key could not be used: missing file, wrong passphrase, unsupported format.
-
-    ``path`` is the key file (``None`` for a key given as text).
-    """
 
 
 @dataclass(frozen=True)
@@ -148,6 +141,7 @@ def _normalise(data: bytes) -> bytes:
 
 def _parse(data: bytes, password: Optional[str], source: str, path: Optional[str]):
     secret = password.encode("utf-8") if password is not None else None
+    loader: Any
     if b"BEGIN OPENSSH PRIVATE KEY" in data:
         loader = serialization.load_ssh_private_key
     elif b"-----BEGIN" in data:

@@ -147,10 +147,10 @@ class OneClient:
         method = "one.vmpool.info"
         body = self._pool_answer()
         with gc_paused():
-            pool = _pool_element(body)
-            if pool is None:  # a failure, a fault, or an answer written another way: decode it in two passes
-                return self._document(method, parse_vm_pool, self._unpack(method, body))
-            return self._document(method, _vms_of_pool, pool)
+            records = self._document(method, _pool_records, body)
+            if records is None:  # a failure, a fault, or an answer written another way: two passes
+                records = self._document(method, parse_vm_pool, self._unpack(method, body))
+        return records
 
     def _document(self, method: str, parse, text):
         try:
@@ -356,6 +356,15 @@ _POOL_TAIL = re.compile(_XML_SPACE.join([
 _ESCAPES = ((b"&lt;", b"<"), (b"&gt;", b">"), (b"&quot;", b'"'), (b"&apos;", b"'"), (b"&amp;", b"&"))
 
 
+def _pool_records(body: bytes) -> Optional[list[VmRecord]]:
+    """The VMs of a plain success answer to ``one.vmpool.info``, or None (see :func:`_pool_element`).
+
+    The element tree is gone when this returns, so the collector never walks it.
+    """
+    pool = _pool_element(body)
+    return None if pool is None else _vms_of_pool(pool)
+
+
 def _pool_element(body: bytes) -> Optional[ElementTree.Element]:
     """The ``<VM_POOL>`` element of a plain success answer, parsed once; None for any other.
 
@@ -376,14 +385,16 @@ def _pool_element(body: bytes) -> Optional[ElementTree.Element]:
     if tail is None or bool(head.group(1)) != bool(tail.group(1)):
         return None
     text = body[start:end]
+    for escape, character in _ESCAPES[:-1]:
+        text = text.replace(escape, character)
+    # Looked for once most ampersands are gone (none of the replacements makes one).
     if b"&#" in text:
         return None
-    for escape, character in _ESCAPES:
-        text = text.replace(escape, character)
+    text = text.replace(*_ESCAPES[-1])
     if b"xmlns" in text or b"<xml:" in text:
         return None
     try:
-        root = ElementTree.fromstring(body[:start] + text + body[end:])
+        root = ElementTree.fromstring(b"".join((body[:start], text, body[end:])))
     except ElementTree.ParseError:
         return None
     holder = root[0][0][0][0][0][1]  # methodResponse/params/param/value/array/data/value[2]

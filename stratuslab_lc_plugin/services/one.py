@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 import xmlrpc.client
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -299,6 +300,11 @@ def _name(names: tuple[str, ...], code: int) -> str:
     return names[code] if 0 <= code < len(names) else "unknown_%d" % code
 
 
+_PAUSES_LOCK = threading.Lock()
+_pauses = 0  # threads inside gc_paused()
+_resume = False  # whether the collector was on when the first of them came in
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Hold the cyclic garbage collector while a VM pool is read (and becomes nodes).
@@ -306,16 +312,23 @@ def gc_paused() -> Iterator[None]:
     The pool's element tree and the nodes are tens of thousands of long-lived objects that
     hold no cycles; full collections triggered by their allocation walked all of them
     again and again, making list_nodes slower per VM as the pool grew (about 2x from 1,000
-    to 10,000 VMs). Another thread pausing too is harmless: whichever found the collector
-    enabled turns it back on.
+    to 10,000 VMs). Threads that read several locations' pools at once share one pause,
+    ended by the last one out: when the first to finish turned the collector back on, its
+    next collections walked the trees the others were still building.
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    global _pauses, _resume
+    with _PAUSES_LOCK:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _PAUSES_LOCK:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()
 
 
 def parse_vm_pool(xml_text: str) -> list[VmRecord]:

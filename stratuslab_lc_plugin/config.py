@@ -194,16 +194,14 @@ class LocationConfig:
             if self.endpoint:
                 return self.endpoint
             raise self._error(
-                "no compute endpoint: set endpoint = https://<host>/one-proxy/xmlrpc in [%s] or [default]"
-                % self.id,
+                "no compute endpoint: " + self._how_to_set("endpoint", "https://<host>/one-proxy/xmlrpc"),
                 key="endpoint",
             )
         if service == "pdisk":
             if self.pdisk_endpoint:
                 return self.pdisk_endpoint
             raise self._error(
-                "no pdisk endpoint: set pdisk_endpoint = https://<host>/pdisk (or endpoint) in [%s] or [default]"
-                % self.id,
+                "no pdisk endpoint: " + self._how_to_set("pdisk_endpoint", "https://<host>/pdisk", "endpoint"),
                 key="pdisk_endpoint",
             )
         if service == "marketplace":
@@ -212,9 +210,9 @@ class LocationConfig:
             if self.marketplace_endpoint:
                 return self.marketplace_endpoint
             raise self._error(
-                "no Marketplace endpoint: set marketplace_endpoint = https://<host>/marketplace in [%s] "
-                "or [default] (there is no default: marketplace.stratuslab.eu, the former central "
-                "Marketplace, no longer runs)" % self.id,
+                "no Marketplace endpoint: %s (there is no default: marketplace.stratuslab.eu, the former "
+                "central Marketplace, no longer runs)" % self._how_to_set("marketplace_endpoint",
+                                                                          "https://<host>/marketplace"),
                 key="marketplace_endpoint",
             )
         raise ValueError("unknown service %r (compute, pdisk or marketplace)" % (service,))
@@ -263,16 +261,23 @@ class LocationConfig:
         else:
             key = user_key
         detail = "; ".join(missing) if missing else "none is set"
-        raise self._error(
-            "no usable credentials (%s): set %s and %s, or pem_key and pem_certificate, in [%s] or [default]"
-            % (detail, user_key, secret_key, self.id),
-            key=key,
-        )
+        if self.source == ARGUMENTS_SOURCE:
+            how = "pass the user name as key and the password as secret"
+        else:
+            how = "set %s and %s, or pem_key and pem_certificate, in [%s] or [default]" % (user_key, secret_key, self.id)
+        raise self._error("no usable credentials (%s): %s" % (detail, how), key=key)
 
     def check_usable(self, service: str = "compute") -> str:
         """Check that ``service`` ("compute" or "pdisk") can be called; returns the auth mode."""
         self.require_endpoint(service)
         return self.auth_mode(service)
+
+    def _how_to_set(self, key: str, example: str, alternative: Optional[str] = None) -> str:
+        """How to give ``key`` a value: in the file (or ``alternative``), or as a driver argument."""
+        if self.source == ARGUMENTS_SOURCE:
+            return "pass %s=%r to the driver" % ("path" if key == "endpoint" else "ex_" + key, example)
+        return "set %s = %s%s in [%s] or [default]" % (
+            key, example, " (or %s)" % alternative if alternative else "", self.id)
 
     def _error(self, problem: str, *, key: str) -> ConfigurationError:
         # A key inherited from [default] is reported where it is written.

@@ -850,3 +850,17 @@ def test_our_reference_file_parses_and_documents_every_key():
     assert full.default_context_method == "cloud-init"
     assert full.ca_certs_path == str(home / ".stratuslab" / "cloud-ca.pem")
     assert load(uncommented).sizes["my.type"] == SizeSpec("my.type", 4, 2048, 2048)
+
+
+def test_a_location_from_arguments_says_which_argument_to_pass():
+    from stratuslab_lc_plugin.config import ARGUMENTS_SOURCE, config_from_arguments
+
+    location = config_from_arguments(username=None, password=None, host="cloud.example.org").location()
+    assert (location.id, location.source, location.endpoint) == (
+        "cloud.example.org", ARGUMENTS_SOURCE, "https://cloud.example.org:2634/xmlrpc")
+    with pytest.raises(ConfigurationError, match=r"pass ex_marketplace_endpoint='https://<host>/marketplace'"):
+        location.require_endpoint("marketplace")
+    with pytest.raises(ConfigurationError, match="pass the user name as key and the password as secret"):
+        location.check_usable("compute")
+    with pytest.raises(ConfigurationError, match="port must be 1 to 65535"):
+        config_from_arguments(username="u", password="p", host="h", port=0)

@@ -351,8 +351,9 @@ class StratusLabConnection(Connection):
                         raise
                     self.connection = None  # a broken keep-alive socket must not be reused
                     if not _is_transient(exc):
-                        prefix = "TLS failure: " if _is_tls(exc) else ""
-                        raise self.unavailable(operation, prefix + _reason(exc)) from None
+                        if _is_tls(exc):
+                            raise self.unavailable(operation, "TLS failure: %s%s" % (_reason(exc), self._trust_hint())) from None
+                        raise self.unavailable(operation, _reason(exc)) from None
                     failure, timed_out, status = _reason(exc), _timed_out(exc), None
                 else:
                     if response.status not in TRANSIENT_STATUSES:
@@ -409,6 +410,12 @@ class StratusLabConnection(Connection):
         return error
 
     # -- TLS ------------------------------------------------------------------------------
+
+    def _trust_hint(self) -> str:
+        if self.location.ca_certs_path:
+            return " (checked against ca_certs_path %s)" % self.location.ca_certs_path
+        return ("; if the site has its own CA, give its bundle: ca_certs_path in the configuration, "
+                "ex_ca_certs_path= to the driver, or libcloud.security.CA_CERTS_PATH / SSL_CERT_FILE")
 
     def _tls_trust(self) -> Tuple[bool, Optional[str]]:
         """``(verify, CA bundle)``: the location's settings win, then ``libcloud.security``."""

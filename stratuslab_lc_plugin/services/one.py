@@ -406,8 +406,11 @@ def _pool_element(body: bytes) -> Optional[ElementTree.Element]:
     text = text.replace(*_ESCAPES[-1])
     if b"xmlns" in text or b"<xml:" in text:
         return None
+    parser = ElementTree.XMLParser()
     try:
-        root = ElementTree.fromstring(b"".join((body[:start], text, body[end:])))
+        for piece in (body[:start], text, body[end:]):  # fed in turn: no joined copy of the answer
+            parser.feed(piece)
+        root = parser.close()
     except ElementTree.ParseError:
         return None
     holder = root[0][0][0][0][0][1]  # methodResponse/params/param/value/array/data/value[2]

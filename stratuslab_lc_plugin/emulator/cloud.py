@@ -169,7 +169,7 @@ class LocalCloud:
 
         self.pool = VmPool(self.store, list(self.users))
         self.pdisk = PdiskHandler(self.store, service_user="pdisk")
-        self.marketplace = MarketplaceHandler(self.catalogue, store=self.store)
+        self.marketplace = MarketplaceHandler(self.catalogue)
         self.lifecycle = lc.Lifecycle(self.pool, self._delays, guests=self.guests,
                                       catalogue=self.catalogue, on_done=self._vm_done)
         one = OneHandler(self.pool)

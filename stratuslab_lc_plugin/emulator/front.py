@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import logging
 import socket
 import ssl
 import threading
 import time
-import xmlrpc.client
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qs, parse_qsl
 
-from .faults import GARBLED_BODY, Fault, FaultSet, rpc_method_name
-from .web import Handler, Request, Response
+from .faults import GARBLED_BODY, Fault, FaultSet
+from .web import Handler, Request, Response, jetty_error, nginx_error
 
-__all__ = ["Mount", "Front", "make_server_context", "jetty_error", "nginx_error",
-           "PASSWORD_REALM", "CERTIFICATE_REALM"]
+__all__ = ["Mount", "Front", "make_server_context", "PASSWORD_REALM", "CERTIFICATE_REALM"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +35,6 @@ PASSWORD_REALM = "StratusLab Password Realm"
 CERTIFICATE_REALM = "StratusLab Certificate Realm"
 DEFAULT_MAX_BODY = 1 << 20
 _LINGER_SECONDS = 2.0
-_REASONS = BaseHTTPRequestHandler.responses
 
 
 @dataclass
@@ -51,31 +47,6 @@ class Mount:
     auth: Optional[str] = None
     max_body: Optional[int] = None
     service: Optional[str] = None   # "one", "pdisk" or "marketplace": what faults name
-
-
-def _reason(status: int) -> str:
-    return _REASONS.get(status, ("Error",))[0]
-
-
-def jetty_error(status: int, path: str, reason: Optional[str] = None) -> Response:
-    """An error page shaped like Jetty's (what the web apps of a real site answer)."""
-    reason = reason or _reason(status)
-    body = ("<html>\n<head>\n<meta http-equiv=\"Content-Type\" content=\"text/html; "
-            "charset=ISO-8859-1\"/>\n<title>Error %d %s</title>\n</head>\n<body>\n"
-            "<h2>HTTP ERROR %d</h2>\n<p>Problem accessing %s. Reason:\n<pre>    %s</pre></p>\n"
-            "<hr /><i><small>Powered by Jetty://</small></i>\n</body>\n</html>\n"
-            % (status, html.escape(reason), status, html.escape(path), html.escape(reason)))
-    return Response(status, body.encode("latin-1", "replace"),
-                    "text/html;charset=ISO-8859-1")
-
-
-def nginx_error(status: int) -> Response:
-    """An error page shaped like nginx's (paths outside every web app, 413, 502)."""
-    title = "%d %s" % (status, _reason(status))
-    body = ("<html>\r\n<head><title>%s</title></head>\r\n<body bgcolor=\"white\">\r\n"
-            "<center><h1>%s</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n"
-            "</html>\r\n" % (title, title))
-    return Response(status, body.encode("ascii"), "text/html")
 
 
 def make_server_context(cert_path: str, key_path: str, ca_path: str) -> ssl.SSLContext:
@@ -264,12 +235,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if kind in ("http-502", "http-503"):
             return nginx_error(int(kind[-3:]))
         if kind == "one-error":
-            from .one import INTERNAL  # the ONE service module imports this one
-
-            label = rpc_method_name(request.body) or "one"
-            triple = [False, "[%s] Internal error injected by the local cloud" % label, INTERNAL]
-            body = xmlrpc.client.dumps((triple,), methodresponse=True, encoding="utf-8")
-            return Response(200, body.encode("utf-8"), "text/xml")
+            # Fault.parse allows this kind on ONE targets only: the ONE handler shapes it.
+            return mount.handler.injected_error(request)
         response = self._handle(mount, request, path)
         if kind == "drop-after":
             raise _Drop()

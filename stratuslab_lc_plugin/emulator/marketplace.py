@@ -45,20 +45,12 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from .catalogue import Catalogue, CatalogueEntry, format_time
-from .web import Request, Response
+from .web import RESTLET_DESCRIPTIONS, Request, Response
 
-__all__ = ["MarketplaceHandler", "RESTLET_DESCRIPTIONS", "XML_HEADER"]
+__all__ = ["MarketplaceHandler", "XML_HEADER"]
 
 # What the server writes before every document (and strips from each listed entry).
 XML_HEADER = '<?xml version="1.0" encoding="UTF-8" standalone="no"?>'
-
-# Restlet's default status descriptions: the message of errors no resource produced
-# itself (unknown path, wrong method). pdisk is a Restlet application too.
-RESTLET_DESCRIPTIONS = {
-    404: "The server has not found anything matching the request URI",
-    405: "The method specified in the request is not allowed for the resource "
-         "identified by the request URI",
-}
 
 NO_MATCH = "no metadata matching query found"
 ENTRY_NOT_FOUND = "metadata entry not found."
@@ -135,15 +127,11 @@ def _matches_location(entry: CatalogueEntry, access: str) -> bool:
 
 
 class MarketplaceHandler:
-    """Answers ``/metadata...`` requests from a catalogue.
+    """Answers ``/metadata...`` requests from a catalogue (configuration, not state:
+    nothing is stored)."""
 
-    ``store`` is accepted so the cloud can wire every service alike; the catalogue is
-    configuration rather than state, so nothing is written to it.
-    """
-
-    def __init__(self, catalogue: Catalogue, store: object = None) -> None:
+    def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        self.store = store
 
     def handle(self, request: Request) -> Response:
         as_json = _prefers_json(request.headers)

@@ -35,10 +35,10 @@ from operator import itemgetter
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from . import lifecycle as lc
-from .front import jetty_error
 from .store import Store
 from .template import TemplateError, parse
-from .web import Request, Response
+from .faults import rpc_method_name
+from .web import Request, Response, jetty_error
 
 __all__ = ["OneHandler", "VmPool", "VM", "Network", "NETWORKS",
            "SUCCESS", "AUTHENTICATION", "AUTHORIZATION", "NO_EXISTS", "ACTION",
@@ -351,11 +351,6 @@ class VmPool:
                 vm.info_xml = vm.pool_xml if len(vm.history) <= 1 else render_vm(vm, True)
             return vm.info_xml
 
-    def running_vms(self) -> List[VM]:
-        with self._lock:
-            return [vm for vm in self.vms.values()
-                    if (vm.state, vm.lcm) == (lc.ACTIVE, lc.RUNNING)]
-
     # -- ONE operations ----------------------------------------------------------------
 
     def allocate(self, uid: int, uname: str, attrs: List) -> int:
@@ -624,6 +619,11 @@ class OneHandler:
                                        methodresponse=True, encoding="utf-8")
             return Response(200, body.encode("utf-8", "surrogateescape"), "text/xml")
         return _answer(result)
+
+    def injected_error(self, request: Request) -> Response:
+        """What the fault kind ``one-error`` answers: ONE's INTERNAL failure triple."""
+        label = rpc_method_name(request.body) or "one"
+        return _answer([False, "[%s] Internal error injected by the local cloud" % label, INTERNAL])
 
     # -- helpers -----------------------------------------------------------------------
 

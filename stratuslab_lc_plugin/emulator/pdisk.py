@@ -44,9 +44,8 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Union
 
-from .marketplace import RESTLET_DESCRIPTIONS
 from .store import Store
-from .web import Request, Response
+from .web import RESTLET_DESCRIPTIONS, Request, Response
 
 __all__ = ["PdiskHandler", "Mount", "DISK_TYPES"]
 

@@ -20,6 +20,11 @@ and shared by all guests (each on its own address); a guest whose address has th
 gets a free one. The port is returned by :meth:`GuestManager.vm_running` so the cloud can
 publish it (``SSH_PORT`` in the VM template, ``node.extra['ssh_port']`` on the driver side).
 
+A command starts only once paramiko has answered its exec (or shell) request, so the client
+always sees that answer before any output, exit status or close (:class:`_GuestTransport`).
+A client that simply goes away (connection reset, closed before its banner) is logged at
+DEBUG, not as paramiko's ERROR; other SSH errors are logged as they are.
+
 Images whose catalogue entry has ``has_sftp`` false (like ttylinux, whose dropbear had no
 SFTP server) get no SFTP subsystem, so the client's exec fallback is exercised.
 
@@ -33,8 +38,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import logging
 import os
+import re
 import selectors
 import signal
 import socket
@@ -45,6 +52,7 @@ from typing import Dict, List, Optional, Set
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from paramiko.common import MSG_CHANNEL_REQUEST
 from paramiko.sftp import SFTP_OK
 
 __all__ = ["GuestManager", "MAX_CONNECTIONS", "MAX_CHANNELS"]
@@ -57,6 +65,8 @@ POLL_INTERVAL = 0.2  # seconds; how fast an acceptor or a command notices it mus
 JOIN_TIMEOUT = 2.0
 CHUNK = 32768
 GUEST_USER = "root"
+#: The logger of the guests' SSH transports (paramiko logs there, not to paramiko.transport).
+SSH_LOG = __name__ + ".ssh"
 
 
 class GuestManager:
@@ -316,7 +326,8 @@ class _Guest:
         # SSH exchanges many small packets; with Nagle plus delayed ACKs each command would
         # stall about 40 ms.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = paramiko.Transport(conn)
+        transport = _GuestTransport(conn)
+        transport.set_log_channel(SSH_LOG)
         transport.add_server_key(self._host_key)
         if self.has_sftp:
             transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _GuestSFTP, self.home)
@@ -329,12 +340,72 @@ class _Guest:
             self._transports = [t for t in self._transports if t.is_alive()]
 
 
+_PARAMIKO_CHANNEL_REQUEST = paramiko.Transport._channel_handler_table[MSG_CHANNEL_REQUEST]
+
+
+def _answer_then_start(channel: paramiko.Channel, message) -> None:
+    _PARAMIKO_CHANNEL_REQUEST(channel, message)  # the check callback, then the reply
+    server = channel.transport.server_object
+    if isinstance(server, _GuestServer):
+        server.start_answered(channel)
+
+
+class _GuestTransport(paramiko.Transport):
+    """A server transport that starts an exec or shell command only after paramiko has
+    sent its reply to the request, so nothing of the command (output, exit status, the
+    channel's close) can reach the client before that reply.
+
+    paramiko (3.x to 5.x) dispatches channel messages through the class table
+    ``_channel_handler_table``; this subclass wraps its channel-request entry.
+    """
+
+    _channel_handler_table = dict(paramiko.Transport._channel_handler_table)
+    _channel_handler_table[MSG_CHANNEL_REQUEST] = _answer_then_start
+
+
+class _QuietDisconnects(logging.Filter):
+    """Drop paramiko's ERROR records about a client that simply went away (connection
+    reset, broken pipe, closed before its banner), with their tracebacks; real errors
+    pass. Installed on :data:`SSH_LOG`, the guests' transport logger."""
+
+    _GONE = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
+    _SOCKET = re.compile(r"Socket exception: .* \((\d+)\)")
+    _NO_BANNER = re.compile(r"Exception \(server\): Error reading SSH protocol banner"
+                            r"(\[Errno (\d+)\].*)?")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._traceback = threading.local()  # on: dropping the lines of a dropped exception
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            self._traceback.on = False
+            return True
+        if getattr(self._traceback, "on", False):
+            return False  # the transport thread logs its traceback, then ends
+        text = record.getMessage()
+        match = self._SOCKET.fullmatch(text)
+        if match and int(match.group(1)) in self._GONE:
+            log.debug("guest SSH client went away: %s", text)
+            return False
+        match = self._NO_BANNER.fullmatch(text)
+        if match and (match.group(2) is None or int(match.group(2)) in self._GONE):
+            log.debug("guest SSH client left before its banner")
+            self._traceback.on = True
+            return False
+        return True
+
+
+logging.getLogger(SSH_LOG).addFilter(_QuietDisconnects())
+
+
 class _GuestServer(paramiko.ServerInterface):
     """Authentication and channel policy of a guest: root, public key, sessions only."""
 
     def __init__(self, guest: _Guest) -> None:
         self._guest = guest
         self._busy: List[paramiko.Channel] = []  # channels running a command or SFTP
+        self._pending: Dict[int, _ExecSession] = {}  # accepted, waiting for paramiko's reply
         self._lock = threading.Lock()
 
     def get_allowed_auths(self, username: str) -> str:
@@ -371,13 +442,25 @@ class _GuestServer(paramiko.ServerInterface):
             return True
 
     def _start(self, channel: paramiko.Channel, argv: List[str]) -> bool:
+        # Accept only: paramiko answers the request after this returns, and a command
+        # started now could exit and close the channel before that answer (the client
+        # then fails with "Channel closed."). _GuestTransport starts it once answered.
         if not self._reserve(channel):
             return False
-        session = _ExecSession(self._guest, channel, argv)
-        if not self._guest.add_session(session):
-            return False
-        session.start()
+        with self._lock:
+            self._pending[channel.get_id()] = _ExecSession(self._guest, channel, argv)
         return True
+
+    def start_answered(self, channel: paramiko.Channel) -> None:
+        """Start the command accepted on ``channel``, if any: its request is answered."""
+        with self._lock:
+            session = self._pending.pop(channel.get_id(), None)
+        if session is None:
+            return
+        if self._guest.add_session(session):
+            session.start()
+        else:  # the guest is stopping
+            channel.close()
 
 
 class _ExecSession:

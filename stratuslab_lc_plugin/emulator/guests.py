@@ -28,10 +28,16 @@ DEBUG, not as paramiko's ERROR; other SSH errors are logged as they are.
 Images whose catalogue entry has ``has_sftp`` false (like ttylinux, whose dropbear had no
 SFTP server) get no SFTP subsystem, so the client's exec fallback is exercised.
 
+Commands run under the guest's process supervisor (:mod:`.supervisor`). Stopping a guest
+(its VM leaves RUNNING or is destroyed, or the cloud stops) closes its connections and, on
+Linux, ends every process its commands started, also those that left their session with
+``setsid`` or double-forked away; elsewhere it ends the commands' process groups. A client
+closing a channel ends that command's process group.
+
 Threads are bounded: one acceptor per guest, at most :data:`MAX_CONNECTIONS` connections per
-guest (one paramiko thread each) and :data:`MAX_CHANNELS` channels per connection (two
-threads per running command). Stopping closes everything and kills running commands, with
-bounded joins.
+guest (one paramiko thread each), :data:`MAX_CHANNELS` channels per connection (two threads
+per running command) and one thread reading the supervisor of a guest that ran a command.
+Joins are bounded.
 """
 
 from __future__ import annotations
@@ -43,9 +49,7 @@ import logging
 import os
 import re
 import selectors
-import signal
 import socket
-import subprocess
 import threading
 from typing import Dict, List, Optional, Set
 
@@ -54,6 +58,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.common import MSG_CHANNEL_REQUEST
 from paramiko.sftp import SFTP_OK
+
+from .supervisor import Command, Supervisor
 
 __all__ = ["GuestManager", "MAX_CONNECTIONS", "MAX_CHANNELS"]
 
@@ -246,6 +252,7 @@ class _Guest:
         self._lock = threading.Lock()
         self._transports: List[paramiko.Transport] = []
         self._sessions: Set[_ExecSession] = set()
+        self.supervisor = Supervisor("guest-%s" % vm_id)
         self._thread = threading.Thread(
             target=self._accept_loop, name="guest-%s-ssh" % vm_id, daemon=True
         )
@@ -274,6 +281,7 @@ class _Guest:
             self._thread.join(JOIN_TIMEOUT)
         for session in sessions:
             session.join(JOIN_TIMEOUT)
+        self.supervisor.close(JOIN_TIMEOUT)  # whatever the commands left behind
 
     @property
     def stopping(self) -> bool:
@@ -464,13 +472,14 @@ class _GuestServer(paramiko.ServerInterface):
 
 
 class _ExecSession:
-    """One command of a guest: ``/bin/sh -c`` with stdout/stderr streamed to the channel."""
+    """One command of a guest: ``/bin/sh -c`` started by the guest's supervisor, with
+    stdin fed from the channel and stdout/stderr streamed to it."""
 
     def __init__(self, guest: _Guest, channel: paramiko.Channel, argv: List[str]) -> None:
         self._guest = guest
         self._channel = channel
         self._argv = argv
-        self._proc: Optional[subprocess.Popen] = None
+        self._command: Optional[Command] = None
         self._killed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="guest-%s-exec" % guest.vm_id, daemon=True)
         self._stdin_thread: Optional[threading.Thread] = None
@@ -483,12 +492,9 @@ class _ExecSession:
 
     def kill(self) -> None:
         self._killed.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the whole group: scripts start children
-            except OSError:
-                pass
+        command = self._command
+        if command is not None:
+            command.kill()  # its process group; the rest goes with the guest's supervisor
         try:
             self._channel.close()
         except Exception:
@@ -523,48 +529,45 @@ class _ExecSession:
             self._guest.remove_session(self)
 
     def _execute(self) -> Optional[int]:
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
         try:
-            proc = subprocess.Popen(
-                self._argv,
-                cwd=self._guest.home,
-                env=self._environment(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            self._command = self._guest.supervisor.run(
+                self._argv, self._guest.home, self._environment(), (stdin_r, stdout_w, stderr_w))
         except OSError as exc:
+            for fd in (stdin_w, stdout_r, stderr_r):
+                os.close(fd)
             self._channel.sendall_stderr(("sh: %s\n" % exc).encode())
             return 127
-        self._proc = proc
+        finally:
+            for fd in (stdin_r, stdout_w, stderr_w):
+                os.close(fd)
         if self._killed.is_set():  # stop() raced with the start
             self.kill()
         self._stdin_thread = threading.Thread(
-            target=self._feed_stdin, args=(proc,), name="guest-%s-stdin" % self._guest.vm_id, daemon=True
+            target=self._feed_stdin, args=(stdin_w,), name="guest-%s-stdin" % self._guest.vm_id, daemon=True
         )
         self._stdin_thread.start()
-        self._pump_output(proc)
-        code = self._wait(proc)
+        self._pump_output(stdout_r, stderr_r)
+        code = self._wait(self._command)
         if code is None or self._killed.is_set():
             return None
         return code if code >= 0 else 128 - code  # a signal, shell style
 
-    def _wait(self, proc: subprocess.Popen) -> Optional[int]:
+    def _wait(self, command: Command) -> Optional[int]:
         while True:
-            try:
-                return proc.wait(POLL_INTERVAL)
-            except subprocess.TimeoutExpired:
-                if self._killed.is_set() or self._channel.closed:
-                    self.kill()
-                    try:
-                        return proc.wait(JOIN_TIMEOUT)
-                    except subprocess.TimeoutExpired:
-                        return None  # unkillable (D state): give up rather than hang
+            code = command.wait(POLL_INTERVAL)
+            if command.done.is_set():
+                return code
+            if self._killed.is_set() or self._channel.closed:
+                self.kill()
+                return command.wait(JOIN_TIMEOUT)
 
-    def _pump_output(self, proc: subprocess.Popen) -> None:
+    def _pump_output(self, stdout: int, stderr: int) -> None:
         selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ, self._channel.sendall)
-        selector.register(proc.stderr, selectors.EVENT_READ, self._channel.sendall_stderr)
+        selector.register(stdout, selectors.EVENT_READ, self._channel.sendall)
+        selector.register(stderr, selectors.EVENT_READ, self._channel.sendall_stderr)
         try:
             while selector.get_map():
                 if self._killed.is_set() or self._channel.closed:
@@ -582,26 +585,24 @@ class _ExecSession:
                         return
         finally:
             selector.close()
-            proc.stdout.close()
-            proc.stderr.close()
+            os.close(stdout)
+            os.close(stderr)
 
-    def _feed_stdin(self, proc: subprocess.Popen) -> None:
+    def _feed_stdin(self, stdin: int) -> None:
         # Blocking copy in its own thread: recv() returns b"" on EOF or when the channel is
-        # closed, and a write to a dead process fails, so this always ends.
+        # closed, and a write to a pipe nobody reads fails, so this always ends.
         try:
             while True:
                 data = self._channel.recv(CHUNK)
                 if not data:
                     break
-                proc.stdin.write(data)
-                proc.stdin.flush()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(stdin, view):]
         except (OSError, ValueError, EOFError):
             pass
         finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            os.close(stdin)
 
 
 class _GuestSFTP(paramiko.SFTPServerInterface):

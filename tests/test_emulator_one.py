@@ -286,13 +286,26 @@ def test_context_variables_are_expanded(alice):
     assert context.findtext("VM") == "vars"
 
 
+NO_NETWORK = [False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
+                     "Could not get virtual network for VM.", 0x2000]
+
+
+@pytest.mark.parametrize("nic", [
+    'NIC = [ network = "public" ]',                              # alice owns no network
+    'NIC = [ network_uname=oneadmin, network = "nope" ]',
+    'NIC = [ network_uname=nobody, network = "public" ]',
+    'NIC = [ network_uid=x, network = "public" ]',
+    'NIC = [ network_id = 9 ]',
+    'NIC = [ network_uname=oneadmin, network = "public", ip = "127.2.0.9" ]',  # not in its range
+    'NIC = [ network_uname=oneadmin, network = "public", ip = "not-an-ip" ]',
+])
+def test_every_nic_failure_has_one_text_in_3_2(alice, nic):
+    assert alice.allocate(template(nic=nic)) == NO_NETWORK
+
+
 def test_network_rules(alice):
-    no_owner = alice.allocate(template(nic='NIC = [ network = "public" ]'))
-    assert no_owner == [False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
-                               "User 1 does not own a network with name: public . Set "
-                               "NETWORK_UNAME or NETWORK_UID of owner in NIC.", 0x2000]
-    unknown = alice.allocate(template(nic='NIC = [ network_uname=oneadmin, network = "nope" ]'))
-    assert unknown[0] is False and "does not own a network with name: nope" in unknown[1]
+    by_uid = alice.new_vm(nic='NIC = [ network_uid=0, network = "local" ]')
+    assert alice.doc(by_uid).find("TEMPLATE/NIC").findtext("NETWORK") == "local"
     restricted = alice.allocate(template(
         nic='NIC = [ network_uname=oneadmin, network = "public", vlan_id = "7" ]'))
     assert restricted == [False, "[VirtualMachineAllocate] User [1] : VM Template includes a "
@@ -310,8 +323,7 @@ def test_each_vm_gets_its_own_address_and_released_leases_come_back(alice):
     vm_id, ip = ips[0]
     taken = alice.allocate(template(
         nic='NIC = [ network_uname=oneadmin,network = "private", ip = "%s" ]' % ip))
-    assert taken == [False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
-                            "Cannot get IP/MAC lease from virtual network 2.", 0x2000]
+    assert taken == NO_NETWORK
     assert alice.action("finalize", vm_id) == [True, vm_id, 0]
     again = alice.new_vm(nic='NIC = [ network_uname=oneadmin,network = "private", ip = "%s" ]' % ip)
     assert alice.doc(again).findtext("TEMPLATE/NIC/IP") == ip
@@ -739,3 +751,10 @@ def test_finalize_releases_pdisk_mounts(fast, alice):
     deleted = requests.delete(fast.url + "/pdisk/pswd/disks/%s/" % disk, auth=auth,
                               verify=fast.ca_path, timeout=10)
     assert deleted.status_code == 200, deleted.text
+
+
+@pytest.mark.parametrize("disk", ['DISK = [ image = "ttylinux" ]', 'DISK = [ image_id = 3 ]'])
+def test_a_repository_image_is_refused_with_the_3_2_text(alice, disk):
+    assert alice.allocate("CPU = 1\n%s\n" % disk) == [
+        False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
+               "Could not get disk image for VM.", 0x2000]

@@ -10,7 +10,9 @@ that file to appear. :func:`serve_main` is ``stratuslab-lc cloud serve``.
 from __future__ import annotations
 
 import argparse
+import getpass
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import lifecycle as lc
 from .catalogue import Catalogue
 from .faults import KINDS, Fault, FaultSet
-from .front import DEFAULT_MAX_BODY, Front, Mount, make_server_context
+from .front import DEFAULT_MAX_BODY, Front, Mount, listen_address, make_server_context
 from .guests import GuestManager
 from .marketplace import MarketplaceHandler
 from .one import OneHandler, VmPool
@@ -35,7 +37,7 @@ from .pdisk import PdiskHandler
 from .store import Store
 from .tls import CertificateAuthority, write_private
 
-__all__ = ["LocalCloud", "serve_main", "DEFAULT_USER"]
+__all__ = ["LocalCloud", "serve_main", "check_user", "DEFAULT_USER"]
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,11 @@ class LocalCloud:
                  delays: Union[float, Mapping[str, float]] = lc.DEFAULT_DELAY,
                  host: str = "127.0.0.1", guests=None, catalogue=None,
                  max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
-                 faults: Iterable[Union[str, Fault]] = ()) -> None:
-        for name in users or {}:
-            if not name or ":" in name or any(ch in name for ch in "\r\n"):
-                raise ValueError("invalid user name %r" % name)
+                 faults: Iterable[Union[str, Fault]] = (),
+                 allow_non_loopback: bool = False) -> None:
+        for name, password in (users or {}).items():
+            check_user(name, password)
+        self._listen = listen_address(host, allow_non_loopback)
         lc.parse_delays(delays)  # fail early on a bad delay specification
         self.faults = FaultSet(faults)  # parsed now: a bad fault fails before anything starts
         self._requested_dir = state_dir
@@ -73,6 +76,7 @@ class LocalCloud:
         self._requested_users = dict(users) if users is not None else None
         self._delays = delays
         self.host = host
+        self._allow_non_loopback = allow_non_loopback
         self._guests_arg = guests
         self._catalogue_arg = catalogue
         self._max_body = max_body
@@ -93,6 +97,11 @@ class LocalCloud:
         self.url = ""
 
     # -- paths -------------------------------------------------------------------------
+
+    @property
+    def listening_on(self) -> str:
+        """``ADDRESS:PORT`` of the HTTPS front (``0.0.0.0`` means every interface)."""
+        return "%s:%d" % (self._listen, self.port)
 
     @property
     def port(self) -> int:
@@ -157,7 +166,8 @@ class LocalCloud:
         self.store = Store(os.path.join(self.state_dir, "cloud.db"))
         self.users = self._resolve_users()
         self.ca = CertificateAuthority(os.path.join(self.state_dir, "tls"))
-        cert_path, key_path = self.ca.server_pair()
+        cert_path, key_path = self.ca.server_pair(
+            [self._listen] if self._listen != "0.0.0.0" else [])
         self._ensure_key_pair()
 
         self.catalogue = self._catalogue_arg if self._catalogue_arg is not None else Catalogue.seeded()
@@ -181,9 +191,10 @@ class LocalCloud:
             Mount("/marketplace", self.marketplace, None, service="marketplace"),
         ]
         context = make_server_context(cert_path, key_path, self.ca.ca_path)
-        self._front = Front(self.host, self._port, context, mounts, self._check_password,
-                            max_body=self._max_body, timeout=self._timeout, faults=self.faults)
-        url_host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        self._front = Front(self._listen, self._port, context, mounts, self._check_password,
+                            max_body=self._max_body, timeout=self._timeout, faults=self.faults,
+                            allow_non_loopback=self._allow_non_loopback)
+        url_host = "127.0.0.1" if self._listen == "0.0.0.0" else self._listen
         self.url = "https://%s:%d" % (url_host, self._front.port)
 
         self.pool.attach(self.lifecycle)
@@ -283,15 +294,26 @@ class LocalCloud:
         return "\n".join(lines) + "\n"
 
 
+def check_user(name: str, password: str) -> None:
+    """ValueError naming what is wrong with a user of the cloud (never the password)."""
+    if not isinstance(name, str) or not name or ":" in name or any(ch in name for ch in "\r\n"):
+        raise ValueError("invalid user name %r (not empty, no ':' nor line breaks)" % (name,))
+    if not isinstance(password, str) or not password:
+        raise ValueError("user %r has an empty password" % name)
+
+
 # ---------------------------------------------------------------------------------------
 # stratuslab-lc cloud serve
 # ---------------------------------------------------------------------------------------
 
 def _user_arg(text: str) -> Tuple[str, str]:
     name, sep, password = text.partition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError("expected NAME:PASSWORD, got a value without ':'"
-                                         if not sep else "the user name is empty")
+    if not sep:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD, got a value without ':'")
+    try:
+        check_user(name, password)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return name, password
 
 
@@ -317,7 +339,13 @@ def _parser() -> argparse.ArgumentParser:
                              "default: a generated user '%s'" % DEFAULT_USER)
     parser.add_argument("--delay", type=float, default=lc.DEFAULT_DELAY, metavar="SECONDS",
                         help="seconds per VM life-cycle step (default %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="IPv4 address of the HTTPS front (default 127.0.0.1; another "
+                             "loopback address, or any address with --allow-non-loopback)")
+    parser.add_argument("--allow-non-loopback", action="store_true",
+                        help="let --host be an address other machines can reach (0.0.0.0: "
+                             "all). Anyone who reaches it with a password can start VMs, and a "
+                             "VM's SSH login runs commands on this machine as this user")
     parser.add_argument("--fault", action="append", type=_fault_arg, default=[],
                         metavar="TARGET=KIND[:COUNT]",
                         help="inject a fault (repeatable). TARGET: an XML-RPC method "
@@ -328,11 +356,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_EXPOSED_WARNING = (
+    "WARNING: the local cloud listens on %s, beyond this machine. Anyone who reaches it with a "
+    "user's password can start VMs, and logging in to a VM's SSH guest runs commands on this "
+    "machine as %s, with that user's files (the guests themselves listen on loopback only).")
+
+
 def serve_main(argv: Optional[Sequence[str]] = None) -> int:
     """``stratuslab-lc cloud serve``: run until SIGINT or SIGTERM; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.delay < 0:
-        _parser().error("--delay must be >= 0")
+        parser.error("--delay must be >= 0")
+    try:
+        listen_address(args.host, args.allow_non_loopback)
+    except ValueError as exc:
+        parser.error("--host: %s (add --allow-non-loopback to mean it)" % exc)
     users = dict(args.user) if args.user else None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -343,13 +382,22 @@ def serve_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         try:
             cloud = LocalCloud(state_dir=args.state_dir, port=args.port, users=users,
-                               delays=args.delay, host=args.host, faults=args.fault).start()
+                               delays=args.delay, host=args.host, faults=args.fault,
+                               allow_non_loopback=args.allow_non_loopback).start()
         except (OSError, ValueError) as exc:
             print("stratuslab-lc cloud serve: cannot start: %s" % exc, file=sys.stderr)
             return 1
         try:
             user = next(iter(cloud.users))
+            exposed = not ipaddress.ip_address(cloud.listening_on.rpartition(":")[0]).is_loopback
+            if exposed:
+                print(_EXPOSED_WARNING % (cloud.listening_on, getpass.getuser()),
+                      file=sys.stderr, flush=True)
             print("Local StratusLab cloud listening on %s" % cloud.url)
+            if exposed:
+                print("  listening socket:      %s (%s)" % (
+                    cloud.listening_on, "every interface" if cloud.listening_on.startswith("0.0.0.0:")
+                    else "reachable from other machines"))
             print("  compute (ONE XML-RPC): %s" % cloud.endpoint)
             print("  pdisk:                 %s/pdisk" % cloud.url)
             print("  marketplace:           %s/marketplace" % cloud.url)

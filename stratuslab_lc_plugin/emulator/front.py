@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 import socket
 import ssl
@@ -27,7 +28,8 @@ from urllib.parse import parse_qs, parse_qsl
 from .faults import GARBLED_BODY, Fault, FaultSet
 from .web import Handler, Request, Response, jetty_error, nginx_error
 
-__all__ = ["Mount", "Front", "make_server_context", "PASSWORD_REALM", "CERTIFICATE_REALM"]
+__all__ = ["Mount", "Front", "make_server_context", "listen_address", "PASSWORD_REALM",
+           "CERTIFICATE_REALM"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,25 @@ class Mount:
     auth: Optional[str] = None
     max_body: Optional[int] = None
     service: Optional[str] = None   # "one", "pdisk" or "marketplace": what faults name
+
+
+def listen_address(host: str, allow_non_loopback: bool = False) -> str:
+    """The IPv4 address to listen on for ``host`` (an address, or ``localhost``).
+
+    Raises ValueError for anything outside 127.0.0.0/8 unless ``allow_non_loopback``: a
+    client of the local cloud can make its VMs run commands on this machine.
+    """
+    text = "127.0.0.1" if host == "localhost" else host
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("%r is not an IP address (nor localhost)" % (host,)) from None
+    if address.version != 4:
+        raise ValueError("%s is not an IPv4 address: the local cloud listens on IPv4" % host)
+    if not address.is_loopback and not allow_non_loopback:
+        raise ValueError("%s is not a loopback address (127.0.0.0/8); listening beyond this "
+                         "machine must be asked for explicitly" % host)
+    return str(address)
 
 
 def make_server_context(cert_path: str, key_path: str, ca_path: str) -> ssl.SSLContext:
@@ -350,7 +371,7 @@ class Front:
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext,
                  mounts: List[Mount], check_password: Callable[[str, str], bool],
                  max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
-                 faults: Optional[FaultSet] = None) -> None:
+                 faults: Optional[FaultSet] = None, allow_non_loopback: bool = False) -> None:
         self.ssl_context = ssl_context
         self.faults = faults if faults is not None else FaultSet()
         self._stopping = threading.Event()
@@ -360,7 +381,7 @@ class Front:
         self.timeout = timeout
         self._connections: Set[ssl.SSLSocket] = set()
         self._lock = threading.Lock()
-        self._server = _Server((host, port), self)
+        self._server = _Server((listen_address(host, allow_non_loopback), port), self)
         self._thread: Optional[threading.Thread] = None
 
     @property

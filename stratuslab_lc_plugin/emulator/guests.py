@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import ipaddress
 import logging
 import os
 import re
@@ -174,7 +175,7 @@ class GuestManager:
         wanted = self._shared_port if self._shared_port is not None else self._preferred_port
         try:
             sock = _listen(ip, wanted)
-        except OSError:
+        except OSError:  # the port is taken on that address
             sock = _listen(ip, 0)
         if self._shared_port is None:
             self._shared_port = sock.getsockname()[1]
@@ -199,6 +200,9 @@ def parse_authorized_keys(text: str) -> Set[bytes]:
 
 
 def _listen(ip: str, port: int) -> socket.socket:
+    if not ipaddress.IPv4Address(ip).is_loopback:
+        # Whoever logs in runs commands on this machine: never beyond it.
+        raise ValueError("%s is not a loopback address; a guest listens on loopback only" % ip)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

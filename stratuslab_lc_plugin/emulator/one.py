@@ -117,6 +117,27 @@ def _networks() -> List[Network]:
 NETWORKS = ("public", "local", "private")
 
 
+# VirtualMachine::get_network_leases and ::get_disk_images of ONE 3.2: one text for every
+# failure (3.4 and later name the cause).
+NIC_FAILURE = "Could not get virtual network for VM."
+IMAGE_FAILURE = "Could not get disk image for VM."
+_CPP_INT = re.compile(r"\s*([+-]?[0-9]+)")
+
+
+def _cpp_int(text: str) -> Optional[int]:
+    """``istringstream >> int``: the leading integer of ``text``, None when there is none."""
+    match = _CPP_INT.match(text)
+    return int(match.group(1)) if match else None
+
+
+def _ip_number(text: str) -> int:
+    """An IPv4 address as a number; -1 (in no network) when ``text`` is not one."""
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        return -1
+
+
 def _mac(ip: int) -> str:
     return "02:00:" + ":".join("%02x" % b for b in ip.to_bytes(4, "big"))
 
@@ -387,22 +408,27 @@ class VmPool:
         return oid
 
     def _get_leases(self, template: TemplateList, uid: int, oid: int) -> List[Tuple[int, int]]:
+        """``VirtualMachine::get_network_leases``: a lease for each NIC of a network; any
+        NIC failure is ONE 3.2's one message.
+
+        Unlike ONE, a NIC of no network that names an ``IP`` is placed on the network whose
+        range holds that address, and refused when none does: the VM's guest listens on its
+        first NIC's address, which must be one of the cloud's loopback leases.
+        """
         leases: List[Tuple[int, int]] = []
         try:
-            for _, nic in ((n, v) for n, v in template if n == "NIC" and isinstance(v, dict)):
+            for nic in (v for n, v in template if n == "NIC" and isinstance(v, dict)):
+                requested = _ip_number(nic["IP"]) if nic.get("IP") else None
                 network = self._nic_network(nic, uid)
                 if network is None:
-                    continue
-                requested = None
-                if nic.get("IP"):
-                    try:
-                        requested = int(ipaddress.IPv4Address(nic["IP"]))
-                    except ValueError:
-                        requested = -1
+                    if requested is None:
+                        continue  # kept as given, like ONE does
+                    network = next((n for n in self.networks if n.contains(requested)), None)
+                    if network is None:
+                        raise AllocationError(NIC_FAILURE)
                 ip = network.take(requested)
                 if ip is None:
-                    raise AllocationError("Cannot get IP/MAC lease from virtual network %d."
-                                          % network.id)
+                    raise AllocationError(NIC_FAILURE)
                 leases.append((network.id, ip))
                 nic.update(NETWORK=network.name, NETWORK_ID=str(network.id),
                            BRIDGE=network.bridge, MAC=_mac(ip),
@@ -414,30 +440,25 @@ class VmPool:
         return leases
 
     def _nic_network(self, nic: Dict[str, str], uid: int) -> Optional[Network]:
-        """``VirtualNetworkPool::nic_attribute`` lookup; None for a NIC without network."""
+        """``VirtualNetworkPool::nic_attribute``'s lookup: the NIC's network, None for a NIC
+        of no network; AllocationError when the named network is not found."""
         name, ident = nic.get("NETWORK", ""), nic.get("NETWORK_ID", "")
         if name:
-            owner = uid
             if nic.get("NETWORK_UID"):
-                try:
-                    owner = int(nic["NETWORK_UID"])
-                except ValueError:
-                    raise AllocationError("Cannot get user in NETWORK_UID") from None
+                owner = _cpp_int(nic["NETWORK_UID"])
             elif nic.get("NETWORK_UNAME"):
-                if nic["NETWORK_UNAME"] not in self.uids:
-                    raise AllocationError("User set in NETWORK_UNAME does not exist")
-                owner = self.uids[nic["NETWORK_UNAME"]]
-            for network in self.networks:
-                if owner == 0 and network.name == name:
-                    return network
-            raise AllocationError("User %d does not own a network with name: %s . Set "
-                                  "NETWORK_UNAME or NETWORK_UID of owner in NIC." % (owner, name))
-        if ident:
-            for network in self.networks:
-                if str(network.id) == ident:
-                    return network
-            raise AllocationError("Virtual network %s does not exist." % ident)
-        return None
+                owner = self.uids.get(nic["NETWORK_UNAME"])
+            else:
+                owner = uid
+            found = [n for n in self.networks if owner == 0 and n.name == name]  # oneadmin's
+        elif ident:
+            number = _cpp_int(ident)
+            found = [n for n in self.networks if n.id == number]
+        else:
+            return None
+        if not found:
+            raise AllocationError(NIC_FAILURE)
+        return found[0]
 
     @staticmethod
     def _disks(template: TemplateList) -> None:
@@ -446,12 +467,8 @@ class VmPool:
         for name, disk in template:
             if name != "DISK" or not isinstance(disk, dict):
                 continue
-            if disk.get("IMAGE"):
-                raise AllocationError("User does not own an image with name: %s . Set "
-                                      "IMAGE_UNAME or IMAGE_UID of owner in DISK."
-                                      % disk["IMAGE"])
-            if disk.get("IMAGE_ID"):
-                raise AllocationError("Image %s does not exist." % disk["IMAGE_ID"])
+            if disk.get("IMAGE") or disk.get("IMAGE_ID"):
+                raise AllocationError(IMAGE_FAILURE)  # the cloud has no image repository
             disk["DISK_ID"] = str(index)
             if disk.get("TYPE", "").upper() == "SWAP" and not disk.get("TARGET"):
                 disk["TARGET"] = DEV_PREFIX + "d"

@@ -14,7 +14,7 @@ import datetime
 import ipaddress
 import os
 import re
-from typing import Optional, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -109,7 +109,8 @@ class CertificateAuthority:
             return None
         return cert, key
 
-    def _issue(self, common_name: str, server: bool, cert_path: str, key_path: str) -> None:
+    def _issue(self, common_name: str, server: bool, cert_path: str, key_path: str,
+               addresses: Sequence[str] = ()) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         builder = (x509.CertificateBuilder()
@@ -123,10 +124,9 @@ class CertificateAuthority:
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                        self._ca_key.public_key()), critical=False))
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.DNSName("localhost"),
-            ]), critical=False).add_extension(
+            names = [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", *addresses)]
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                names + [x509.DNSName("localhost")]), critical=False).add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         else:
             builder = builder.add_extension(
@@ -137,10 +137,13 @@ class CertificateAuthority:
 
     # -- public API ------------------------------------------------------------------------
 
-    def server_pair(self) -> Tuple[str, str]:
-        """(certificate path, key path) of the server certificate, issued when missing."""
-        if self._load_pair(self.server_cert_path, self.server_key_path) is None:
-            self._issue("localhost", True, self.server_cert_path, self.server_key_path)
+    def server_pair(self, addresses: Iterable[str] = ()) -> Tuple[str, str]:
+        """(certificate path, key path) of the server certificate for ``127.0.0.1``,
+        ``localhost`` and ``addresses``, issued when missing or not naming them all."""
+        wanted = sorted({str(ipaddress.ip_address(a)) for a in addresses} - {"127.0.0.1"})
+        pair = self._load_pair(self.server_cert_path, self.server_key_path)
+        if pair is None or not set(wanted) <= _ip_names(pair[0]):
+            self._issue("localhost", True, self.server_cert_path, self.server_key_path, wanted)
         return self.server_cert_path, self.server_key_path
 
     def client_pair(self, user: str) -> Tuple[str, str]:
@@ -159,6 +162,14 @@ class CertificateAuthority:
     def ca_pem(self) -> bytes:
         """The CA certificate in PEM form (what clients trust)."""
         return self._ca_cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _ip_names(cert: x509.Certificate) -> set:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(a) for a in names.get_values_for_type(x509.IPAddress)}
 
 
 def common_name(cert: x509.Certificate) -> Optional[str]:

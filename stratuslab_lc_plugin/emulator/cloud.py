@@ -16,10 +16,8 @@ import ipaddress
 import logging
 import os
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
@@ -35,21 +33,29 @@ from .marketplace import MarketplaceHandler
 from .one import OneHandler, VmPool
 from .pdisk import PdiskHandler
 from .store import Store
-from .tls import CertificateAuthority, write_private
+from .statedir import StateDir
+from .tls import CertificateAuthority
 
-__all__ = ["LocalCloud", "serve_main", "check_user", "DEFAULT_USER"]
+__all__ = ["LocalCloud", "serve_main", "check_user", "parse_users", "DEFAULT_USER", "USERS_ENV"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_USER = "stratus"
+#: ``cloud serve``'s users when no --user-file or --user is given: NAME:PASSWORD lines.
+USERS_ENV = "STRATUSLAB_LC_USERS"
 CONFIG_NAME = "stratuslab-user.cfg"
+CA_NAME = "ca.pem"
+KEY_NAME = "id_ed25519"
+DB_NAME = "cloud.db"
+DB_COMPANIONS = ("cloud.db-wal", "cloud.db-shm", "cloud.db-journal")  # SQLite's, mode of the db
 _SECRETS_SCHEMA = "CREATE TABLE IF NOT EXISTS cloud_secret (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 
 
 class LocalCloud:
     """A running local StratusLab cloud.
 
-    ``state_dir``: where state lives (None: a temporary directory removed on stop);
+    ``state_dir``: where state lives (None: a temporary directory removed on stop); the
+    cloud refuses a directory holding files it did not write (see :mod:`.statedir`);
     ``users``: ``{name: password}`` (None: one generated user ``stratus`` whose password
     survives restarts on the same state directory); ``delays``: seconds per life-cycle
     step, or a mapping per step (see :data:`.lifecycle.DELAY_STEPS`); ``guests``: a
@@ -82,7 +88,7 @@ class LocalCloud:
         self._max_body = max_body
         self._timeout = timeout
         self._started = False
-        self._temporary = False
+        self._dir: Optional[StateDir] = None
         self.state_dir = ""
         self.users: Dict[str, str] = {}
         self.store: Optional[Store] = None
@@ -109,7 +115,7 @@ class LocalCloud:
 
     @property
     def ca_path(self) -> str:
-        return os.path.join(self.state_dir, "ca.pem")
+        return os.path.join(self.state_dir, CA_NAME)
 
     @property
     def config_path(self) -> str:
@@ -117,7 +123,7 @@ class LocalCloud:
 
     @property
     def private_key_path(self) -> str:
-        return os.path.join(self.state_dir, "id_ed25519")
+        return os.path.join(self.state_dir, KEY_NAME)
 
     @property
     def public_key_path(self) -> str:
@@ -154,18 +160,13 @@ class LocalCloud:
 
     def _start(self) -> None:
         self._started = True
-        if self._requested_dir is None:
-            self.state_dir = tempfile.mkdtemp(prefix="stratuslab-cloud-")
-            self._temporary = True
-        else:
-            self.state_dir = os.path.abspath(self._requested_dir)
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        for stale in (self.config_path, self.ca_path):   # they announce a *listening* cloud
-            if os.path.exists(stale):
-                os.unlink(stale)
-        self.store = Store(os.path.join(self.state_dir, "cloud.db"))
+        self._dir = StateDir(self._requested_dir)
+        self.state_dir = self._dir.path
+        for stale in (CONFIG_NAME, CA_NAME):   # they announce a *listening* cloud
+            self._dir.withdraw(stale)
+        self.store = Store(self._dir.private_file(DB_NAME, *DB_COMPANIONS))
         self.users = self._resolve_users()
-        self.ca = CertificateAuthority(os.path.join(self.state_dir, "tls"))
+        self.ca = CertificateAuthority(self._dir.private_dir("tls"))
         cert_path, key_path = self.ca.server_pair(
             [self._listen] if self._listen != "0.0.0.0" else [])
         self._ensure_key_pair()
@@ -173,6 +174,7 @@ class LocalCloud:
         self.catalogue = self._catalogue_arg if self._catalogue_arg is not None else Catalogue.seeded()
         self.guests = self._guests_arg
         if self.guests is None:
+            self._dir.private_dir("guests")
             self.guests = GuestManager(self.state_dir, self.catalogue)
         elif self.guests is False:
             self.guests = None
@@ -201,8 +203,8 @@ class LocalCloud:
         self.lifecycle.start()
         self._front.start()
         # Listening: now tell the world.
-        write_private(self.ca_path, self.ca.ca_pem(), 0o644)
-        write_private(self.config_path, self._config_text().encode("utf-8"))
+        self._dir.write(CA_NAME, self.ca.ca_pem())
+        self._dir.write(CONFIG_NAME, self._config_text().encode("utf-8"))
         log.info("local StratusLab cloud listening on %s", self.url)
 
     def stop(self) -> None:
@@ -210,8 +212,8 @@ class LocalCloud:
         if not self._started:
             return
         self._started = False
-        if self.state_dir and os.path.exists(self.config_path):
-            os.unlink(self.config_path)
+        if self._dir is not None:
+            self._dir.withdraw(CONFIG_NAME)
         if self._front is not None:
             self._front.stop()
             self._front = None
@@ -224,8 +226,9 @@ class LocalCloud:
                 log.exception("stopping the SSH guests failed")
         if self.store is not None:
             self.store.close()
-        if self._temporary and self.state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._dir is not None:
+            self._dir.close()  # a temporary directory goes with everything in it
+            self._dir = None
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -259,7 +262,7 @@ class LocalCloud:
             self.pdisk.release_vm(vm_id)
 
     def _ensure_key_pair(self) -> None:
-        if os.path.exists(self.private_key_path) and os.path.exists(self.public_key_path):
+        if self._dir.holds(KEY_NAME) and self._dir.holds(KEY_NAME + ".pub"):
             return
         key = Ed25519PrivateKey.generate()
         private = key.private_bytes(serialization.Encoding.PEM,
@@ -267,8 +270,8 @@ class LocalCloud:
                                     serialization.NoEncryption())
         public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                serialization.PublicFormat.OpenSSH)
-        write_private(self.private_key_path, private)
-        write_private(self.public_key_path, public + b" stratus@local-cloud\n", 0o644)
+        self._dir.write(KEY_NAME, private)
+        self._dir.write(KEY_NAME + ".pub", public + b" stratus@local-cloud\n")
 
     def _config_text(self) -> str:
         # Values are written literally, as this project's configuration reader takes them.
@@ -317,6 +320,55 @@ def _user_arg(text: str) -> Tuple[str, str]:
     return name, password
 
 
+def parse_users(text: str, source: str) -> Dict[str, str]:
+    """Users from ``NAME:PASSWORD`` lines (blank lines and lines starting with ``#`` are
+    skipped). ValueError names the source and line, never a password."""
+    users: Dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, password = line.partition(":")
+        where = "%s, line %d" % (source, number)
+        if not sep:
+            raise ValueError("%s: expected NAME:PASSWORD" % where)
+        try:
+            check_user(name, password)
+        except ValueError as exc:
+            raise ValueError("%s: %s" % (where, exc)) from None
+        if name in users:
+            raise ValueError("%s: user %r is given twice" % (where, name))
+        users[name] = password
+    if not users:
+        raise ValueError("%s holds no NAME:PASSWORD line" % source)
+    return users
+
+
+def _serve_users(args: argparse.Namespace) -> Optional[Dict[str, str]]:
+    """The users of ``cloud serve``: --user-file and --user, else $STRATUSLAB_LC_USERS."""
+    sources = []
+    for path in args.user_file:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError("--user-file %s: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
+        if mode & 0o077:
+            print("stratuslab-lc cloud serve: warning: %s is readable by group or others "
+                  "(mode %o); its passwords are not private" % (path, mode & 0o777), file=sys.stderr)
+        sources.append(parse_users(text, path))
+    sources += [{name: password} for name, password in args.user]
+    if not sources and os.environ.get(USERS_ENV, "").strip():
+        sources.append(parse_users(os.environ[USERS_ENV], "$" + USERS_ENV))
+    users: Dict[str, str] = {}
+    for source in sources:
+        for name, password in source.items():
+            if name in users:
+                raise ValueError("user %r is given twice" % name)
+            users[name] = password
+    return users or None
+
+
 def _fault_arg(text: str) -> Fault:
     try:
         return Fault.parse(text)
@@ -330,13 +382,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a local StratusLab cloud (ONE 3.2 compute, Marketplace, pdisk and "
                     "SSH guests) on loopback until interrupted.")
     parser.add_argument("--state-dir", required=True, metavar="DIR",
-                        help="state directory (created if missing; reused on restart)")
+                        help="state directory: a new or empty one, or one this cloud used "
+                             "before (a directory holding other files is refused)")
     parser.add_argument("--port", type=int, default=0,
                         help="HTTPS port (0, the default, picks a free one)")
+    parser.add_argument("--user-file", action="append", default=[], metavar="FILE",
+                        help="users, one NAME:PASSWORD per line (blank lines and lines "
+                             "starting with # are skipped; repeatable). Without --user-file "
+                             "and --user, the users come from $%s (same format), else one "
+                             "user '%s' with a generated password" % (USERS_ENV, DEFAULT_USER))
     parser.add_argument("--user", action="append", type=_user_arg, default=[],
                         metavar="NAME:PASSWORD",
-                        help="a user (repeatable; the password may contain any character); "
-                             "default: a generated user '%s'" % DEFAULT_USER)
+                        help="a user (repeatable; the password may contain any character, "
+                             "but shows in the process list: prefer --user-file)")
     parser.add_argument("--delay", type=float, default=lc.DEFAULT_DELAY, metavar="SECONDS",
                         help="seconds per VM life-cycle step (default %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -372,7 +430,10 @@ def serve_main(argv: Optional[Sequence[str]] = None) -> int:
         listen_address(args.host, args.allow_non_loopback)
     except ValueError as exc:
         parser.error("--host: %s (add --allow-non-loopback to mean it)" % exc)
-    users = dict(args.user) if args.user else None
+    try:
+        users = _serve_users(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stop = threading.Event()

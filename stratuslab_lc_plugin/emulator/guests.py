@@ -85,7 +85,7 @@ class GuestManager:
 
     def __init__(self, state_dir: str, catalogue=None, *, preferred_port: int = 22) -> None:
         self._root = os.path.join(os.path.abspath(state_dir), "guests")
-        os.makedirs(self._root, mode=0o700, exist_ok=True)
+        _private_dir(self._root)
         self._catalogue = catalogue
         self._preferred_port = preferred_port
         self._shared_port: Optional[int] = None
@@ -224,19 +224,27 @@ def _load_or_create_host_key(path: str) -> paramiko.PKey:
         )
         fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(text)
         os.replace(path + ".tmp", path)  # two clouds on one state dir must not see half a key
     return paramiko.Ed25519Key(filename=path)
 
 
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)  # whatever the umask
+
+
 def _prepare_home(home: str, public_key: str) -> None:
     # Like the StratusLab context script: the CONTEXT key lands in root's authorized_keys.
     ssh_dir = os.path.join(home, ".ssh")
-    os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+    _private_dir(home)
+    _private_dir(ssh_dir)
     authorized = os.path.join(ssh_dir, "authorized_keys")
     if not os.path.exists(authorized):
         fd = os.open(authorized, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(public_key.strip() + "\n")
 
 

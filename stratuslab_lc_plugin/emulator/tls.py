@@ -26,19 +26,24 @@ __all__ = ["CertificateAuthority", "write_private"]
 _VALIDITY = datetime.timedelta(days=3650)
 
 
-def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write a file atomically (temp file + rename) with restrictive permissions."""
+def write_private(path: str, data: bytes) -> None:
+    """Write a file atomically (temp file + rename), 0600 whatever the umask."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(data)
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)  # whatever the umask
 
 
 def _key_pem(key) -> bytes:
@@ -60,7 +65,7 @@ class CertificateAuthority:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _private_dir(directory)
         self.ca_path = os.path.join(directory, "ca.pem")
         self.ca_key_path = os.path.join(directory, "ca-key.pem")
         self.server_cert_path = os.path.join(directory, "server.pem")
@@ -89,7 +94,7 @@ class CertificateAuthority:
                                critical=False)
                 .sign(key, hashes.SHA256()))
         write_private(self.ca_key_path, _key_pem(key))
-        write_private(self.ca_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(self.ca_path, cert.public_bytes(serialization.Encoding.PEM))
         # A new CA invalidates every certificate issued by an earlier one.
         for stale in (self.server_cert_path, self.server_key_path):
             if os.path.exists(stale):
@@ -133,7 +138,7 @@ class CertificateAuthority:
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         cert = builder.sign(self._ca_key, hashes.SHA256())
         write_private(key_path, _key_pem(key))
-        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
     # -- public API ------------------------------------------------------------------------
 
@@ -149,7 +154,7 @@ class CertificateAuthority:
     def client_pair(self, user: str) -> Tuple[str, str]:
         """(certificate path, key path) for ``user`` (CN = user name), issued when missing."""
         users_dir = os.path.join(self.directory, "users")
-        os.makedirs(users_dir, mode=0o700, exist_ok=True)
+        _private_dir(users_dir)
         stem = user if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user) and not user.startswith(".") \
             else "u-" + user.encode("utf-8").hex()[:120]
         cert_path = os.path.join(users_dir, stem + ".pem")

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import lifecycle as lc
 from .catalogue import Catalogue
 from .faults import KINDS, Fault, FaultSet
+from .connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, ConnectionLimits
 from .front import DEFAULT_MAX_BODY, Front, Mount, listen_address, make_server_context
 from .guests import GuestManager
 from .marketplace import MarketplaceHandler
@@ -63,6 +64,11 @@ class LocalCloud:
     none; ``catalogue``: the Marketplace catalogue (None: the seeded one); ``faults``:
     faults to inject, ``"TARGET=KIND[:COUNT]"`` strings or :class:`~.faults.Fault`
     values (see :mod:`.faults`). ``cloud.faults`` adds and clears them while it runs.
+    ``host`` must be a loopback address unless ``allow_non_loopback`` (whoever logs in to
+    a VM's SSH guest runs commands on this machine; the guests always listen on loopback).
+    ``max_connections`` and ``request_timeout`` bound the HTTPS front (see
+    :mod:`.connections`); ``timeout`` bounds each socket read and write and a keep-alive
+    connection's wait for its next request.
     """
 
     def __init__(self, state_dir: Optional[str] = None, port: int = 0,
@@ -71,7 +77,9 @@ class LocalCloud:
                  host: str = "127.0.0.1", guests=None, catalogue=None,
                  max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
                  faults: Iterable[Union[str, Fault]] = (),
-                 allow_non_loopback: bool = False) -> None:
+                 allow_non_loopback: bool = False,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         for name, password in (users or {}).items():
             check_user(name, password)
         self._listen = listen_address(host, allow_non_loopback)
@@ -87,6 +95,8 @@ class LocalCloud:
         self._catalogue_arg = catalogue
         self._max_body = max_body
         self._timeout = timeout
+        ConnectionLimits(max_connections, request_timeout)  # fail early on bad bounds
+        self._bounds = (max_connections, request_timeout)
         self._started = False
         self._dir: Optional[StateDir] = None
         self.state_dir = ""
@@ -195,7 +205,8 @@ class LocalCloud:
         context = make_server_context(cert_path, key_path, self.ca.ca_path)
         self._front = Front(self._listen, self._port, context, mounts, self._check_password,
                             max_body=self._max_body, timeout=self._timeout, faults=self.faults,
-                            allow_non_loopback=self._allow_non_loopback)
+                            allow_non_loopback=self._allow_non_loopback,
+                            max_connections=self._bounds[0], request_timeout=self._bounds[1])
         url_host = "127.0.0.1" if self._listen == "0.0.0.0" else self._listen
         self.url = "https://%s:%d" % (url_host, self._front.port)
 

@@ -148,7 +148,9 @@ class LocationConfig:
     user_public_key_file: Optional[str]
     user_private_key_file: Optional[str]
     ca_certs_path: Optional[str]
-    verify_ssl: bool
+    #: ``verify_ssl`` of the file: True or False, or None when not set (Libcloud's
+    #: ``libcloud.security.VERIFY_SSL_CERT`` then decides).
+    verify_ssl: Optional[bool]
     default_context_method: str
     options: Mapping[str, str] = field(repr=False, compare=False)
     source: str
@@ -588,7 +590,7 @@ def _location(parsed: _Parsed, name: str, base_dir: str, section: str) -> Locati
         user_public_key_file=paths["user_public_key_file"],
         user_private_key_file=paths["user_private_key_file"],
         ca_certs_path=ca_certs_path,
-        verify_ssl=_boolean(values, "verify_ssl", True),
+        verify_ssl=_boolean(values, "verify_ssl", None),
         default_context_method=_context_method(values),
         options=MappingProxyType(dict(values.values)),
         source=name,
@@ -625,7 +627,7 @@ def _derive_pdisk(compute: Optional[str], raw: Optional[str]) -> str:
     return "https://%s:%d" % (host, PDISK_DEFAULT_PORT)
 
 
-def _boolean(values: _Values, key: str, default: bool) -> bool:
+def _boolean(values: _Values, key: str, default: Optional[bool]) -> Optional[bool]:
     value = values.get(key)
     if value is None:
         return default

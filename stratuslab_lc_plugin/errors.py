@@ -1,50 +1,71 @@
-"""Exceptions raised by the StratusLab driver.
+"""Exceptions raised by the StratusLab driver, as subclasses of Libcloud's own.
 
-Every error a caller can meet is a subclass of :class:`StratusLabError`, which is a
-Libcloud :class:`~libcloud.common.types.LibcloudError`, so code written for any Libcloud
-driver keeps working. Bad credentials raise :class:`AuthenticationError`, which is also
-Libcloud's own :class:`~libcloud.common.types.InvalidCredsError`, as every Libcloud
-driver raises. Argument mistakes found before any remote call are ``ValueError`` or
-``TypeError``.
-
-Each error carries what is needed to act on it without parsing the message: the location
-(configuration section) it happened in, the operation, and the remote code and message
-when the remote service gave them. Messages never contain credentials.
+Code written for any Libcloud driver catches Libcloud's classes, so each error here *is*
+the matching Libcloud exception as well: a refused login is an ``InvalidCredsError``, an
+unreachable service a ``libcloud.common.types.ServiceUnavailableError``, a garbled answer
+a ``MalformedResponseError``, and every error a service answered is a ``ProviderError``
+(with ``http_code``) and a ``BaseHTTPError`` (with ``code``). Mistakes in arguments,
+found before anything is sent, are ``ValueError`` or ``TypeError``; a failed
+``deploy_node`` is Libcloud's ``DeploymentError``.
 
 ::
 
-    StratusLabError (LibcloudError)
-    +-- ConfigurationError (also ValueError)     path, section, key, line
-    +-- AuthenticationError (also InvalidCredsError)
-    +-- ServiceError                             code, remote_message
-        +-- ServiceUnavailableError              timed_out; not reached, no answer, 502/503/504
-        +-- ProtocolError                        an answer that does not parse, or is too large
+    StratusLabError (LibcloudError)          location, operation, code, remote_message
+    +-- ConfigurationError (ValueError)      path, section, key, line
+    |   +-- SSHKeyError                      a private key that cannot be used
+    +-- ServiceError (ProviderError, BaseHTTPError)    http_code
+        +-- AuthenticationError (InvalidCredsError)    the login was refused
+        +-- AccessDeniedError (InvalidCredsError)      allowed in, not to do this
         +-- NotFoundError / InvalidStateError / InUseError
-        +-- AccessDeniedError (also InvalidCredsError)
+        +-- RedirectRefusedError             a 3xx answer: redirects are not followed
+        +-- ServiceUnavailableError (libcloud ServiceUnavailableError)   timed_out
+        +-- ProtocolError (MalformedResponseError)     an answer that does not parse
+    NodeDeploymentError (DeploymentError)    phase, node; .value is the original exception
+
+``str(error)``, ``error.value`` and ``error.message`` are the same text, which starts with
+the location (the configuration section) and never contains credentials. ``code`` is the
+service's own error code: the HTTP status for pdisk, the Marketplace and the proxy, or
+OpenNebula's code (``0x0400`` NO_EXISTS...) for an OpenNebula error, which arrives in an
+HTTP 200 answer (``http_code`` is always the HTTP status, or Libcloud's 503 when nothing
+answered).
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from libcloud.common.types import InvalidCredsError, LibcloudError
+from libcloud.common.exceptions import BaseHTTPError
+from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError, ProviderError
+from libcloud.common.types import ServiceUnavailableError as LibcloudServiceUnavailableError
+from libcloud.compute.types import DeploymentError
 
 __all__ = [
     "StratusLabError",
     "ConfigurationError",
-    "AuthenticationError",
+    "SSHKeyError",
     "ServiceError",
-    "ServiceUnavailableError",
-    "ProtocolError",
+    "AuthenticationError",
+    "AccessDeniedError",
     "NotFoundError",
     "InvalidStateError",
     "InUseError",
-    "AccessDeniedError",
+    "RedirectRefusedError",
+    "ServiceUnavailableError",
+    "ProtocolError",
+    "ScriptFailedError",
+    "NodeDeploymentError",
 ]
 
 
 class StratusLabError(LibcloudError):
-    """Base class of every error of this driver."""
+    """Base class of the driver's errors about configuration and remote services.
+
+    Attributes: ``location`` (configuration section), ``operation`` (the driver method
+    or remote call), ``code`` and ``remote_message`` (what the service said, if anything).
+    """
+
+    #: The HTTP status Libcloud's class of this error stands for, when it has one.
+    default_http_code: Optional[int] = None
 
     def __init__(
         self,
@@ -52,22 +73,39 @@ class StratusLabError(LibcloudError):
         *,
         location: Optional[str] = None,
         operation: Optional[str] = None,
-        code: Optional[object] = None,
+        code: Optional[int] = None,
         remote_message: Optional[str] = None,
+        http_code: Optional[int] = None,
         driver: object = None,
     ) -> None:
-        super().__init__(message, driver=driver)
-        self.message = message
+        # Libcloud's constructors are not chained: with several Libcloud bases their
+        # signatures differ (BaseHTTPError takes the code first), so the attributes
+        # they define are set here, once.
+        Exception.__init__(self, message)
+        self.value = message
+        self.driver = driver
         self.location = location
         self.operation = operation
         self.code = code
         self.remote_message = remote_message
+        self.http_code = http_code if http_code is not None else self.default_http_code
+        self.headers = None  # BaseHTTPError's
+
+    @property
+    def message(self) -> str:
+        """The error's text (the same as ``value`` and ``str(error)``)."""
+        return self.value
+
+    def add_detail(self, detail: str) -> None:
+        """Append ``detail`` to the message, keeping ``value``, ``args`` and ``str()`` equal."""
+        self.value = self.value + detail
+        self.args = (self.value,)
 
     def __str__(self) -> str:
-        return self.message
+        return self.value
 
     def __repr__(self) -> str:
-        return "<%s: %s>" % (type(self).__name__, self.message)
+        return "<%s: %s>" % (type(self).__name__, self.value)
 
 
 class ConfigurationError(StratusLabError, ValueError):
@@ -92,34 +130,34 @@ class ConfigurationError(StratusLabError, ValueError):
         self.line = line
 
 
-class AuthenticationError(StratusLabError, InvalidCredsError):
+class SSHKeyError(ConfigurationError):
+    """A private key could not be used: missing file, wrong passphrase, unsupported format.
+
+    ``path`` is the key file (``None`` for a key given as text).
+    """
+
+
+class ServiceError(StratusLabError, ProviderError, BaseHTTPError):
+    """A remote service answered with an error (an HTTP status or an OpenNebula error)."""
+
+
+class AuthenticationError(ServiceError, InvalidCredsError):
     """The service refused the location's credentials (HTTP 401, ONE AUTHENTICATION).
 
-    It is a Libcloud ``InvalidCredsError`` too, so ``except InvalidCredsError`` catches it.
+    A Libcloud ``InvalidCredsError`` too, so ``except InvalidCredsError`` catches it.
     """
 
-
-class ServiceError(StratusLabError):
-    """A remote service answered with an error (HTTP status or OpenNebula error triple)."""
+    default_http_code = 401
 
 
-class ServiceUnavailableError(ServiceError):
-    """The service could not be reached or did not answer in time (connection, TLS, timeout, 5xx).
+class AccessDeniedError(ServiceError, InvalidCredsError):
+    """The credentials do not allow this operation on this resource (HTTP 403, ONE AUTHORIZATION).
 
-    For a write (create, action, attach...) the outcome is unknown: the request may have
-    been carried out before the answer was lost. ``timed_out`` is true when the request
-    was sent and no answer came in time, so the server may still be working on it.
-    Raised by ``create_node``, it also has ``client_token``: calling ``create_node`` again
-    with ``ex_client_token`` set to it returns the VM if one was made, instead of another.
+    A Libcloud ``InvalidCredsError`` too: Libcloud code treats authorization failures as
+    credential problems, and ``except InvalidCredsError`` keeps catching them.
     """
 
-    def __init__(self, message: str, *, timed_out: bool = False, **kwargs) -> None:
-        super().__init__(message, **kwargs)
-        self.timed_out = timed_out
-
-
-class ProtocolError(ServiceError):
-    """The service answered something that does not follow its protocol (garbage, bad XML)."""
+    default_http_code = 403
 
 
 class NotFoundError(ServiceError):
@@ -134,13 +172,99 @@ class InUseError(ServiceError):
     """The resource is in use (a disk attached to a VM, HTTP 409)."""
 
 
-class AccessDeniedError(ServiceError, InvalidCredsError):
-    """The credentials do not allow this operation on this resource (HTTP 403, ONE AUTHORIZATION).
+class RedirectRefusedError(ServiceError):
+    """The service answered with a redirect (3xx), which the driver never follows.
 
-    A Libcloud ``InvalidCredsError`` too: Libcloud code treats authorization failures as
-    credential problems, and ``except InvalidCredsError`` keeps catching them.
+    Following it would send the request, credentials included, where the configuration
+    does not say. ``target`` is the ``Location`` the service gave (without its query).
+    """
+
+    def __init__(self, message: str, *, target: Optional[str] = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.target = target
+
+
+class ServiceUnavailableError(ServiceError, LibcloudServiceUnavailableError):
+    """The service could not be reached or did not answer in time (connection, TLS, timeout, 5xx).
+
+    For a write (create, action, attach...) the outcome is unknown: the request may have
+    been carried out before the answer was lost. ``timed_out`` is true when the request
+    was sent and no answer came in time, so the server may still be working on it.
+    Raised by ``create_node``, it also has ``client_token``: calling ``create_node`` again
+    with ``ex_client_token`` set to it returns the VM if one was made, instead of another.
+    """
+
+    default_http_code = 503
+
+    def __init__(self, message: str, *, timed_out: bool = False, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.timed_out = timed_out
+        self.client_token: Optional[str] = None
+
+
+class ProtocolError(ServiceError, MalformedResponseError):
+    """The service answered something that does not follow its protocol (garbage, bad XML).
+
+    ``body`` (Libcloud's attribute) is left empty: an answer may hold credentials or be large.
     """
 
     def __init__(self, message: str, **kwargs) -> None:
         super().__init__(message, **kwargs)
-        self.http_code = 403  # InvalidCredsError says 401
+        self.body = None
+        self.client_token: Optional[str] = None
+
+
+class ScriptFailedError(StratusLabError):
+    """A deployment script exited with a non-zero status (``exit_status``, ``stdout``, ``stderr``)."""
+
+    def __init__(self, message: str, *, exit_status: Optional[int], stdout: Optional[str],
+                 stderr: Optional[str]) -> None:
+        super().__init__(message, operation="deploy_node")
+        self.exit_status = exit_status
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class NodeDeploymentError(DeploymentError):
+    """Libcloud's :class:`~libcloud.compute.types.DeploymentError`, saying what failed.
+
+    As in Libcloud, ``value`` and ``original_error`` are the exception that made the
+    deployment fail (a :class:`ScriptFailedError` for a script that exited with a non-zero
+    status, ``TimeoutError`` for a node that never ran) and ``node`` is the node, **left
+    running**. ``str()`` and ``message`` are a readable sentence naming the phase:
+    ``phase`` is ``"wait"``, ``"connect"``, ``"auth"`` or ``"step"``. ``host``/``port`` say
+    where SSH was tried; for a failed script, ``exit_status``, ``stdout`` and ``stderr``
+    hold its full result.
+    """
+
+    def __init__(
+        self,
+        node: object,
+        message: str,
+        *,
+        phase: str,
+        original_exception: BaseException,
+        driver: object = None,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        exit_status: Optional[int] = None,
+        stdout: Optional[str] = None,
+        stderr: Optional[str] = None,
+    ) -> None:
+        super().__init__(node=node, original_exception=original_exception, driver=driver)
+        Exception.__init__(self, message)
+        self.message = message
+        self.phase = phase
+        self.host = host
+        self.port = port
+        self.exit_status = exit_status
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return "<NodeDeploymentError: node=%s, phase=%s, error=%s>" % (
+            getattr(self.node, "id", None), self.phase, self.message,
+        )

@@ -1,10 +1,12 @@
 """A stand-in for the compute half of the driver, to test ``deploy_node`` on its own.
 
-``FakeComputeDriver`` is the real :class:`DeploymentMixin` on Libcloud's ``NodeDriver`` with a
-scripted ``create_node``/``list_nodes``: nodes go PENDING -> RUNNING (or to a failure state)
-after a few polls, and their "VM" is either an SSH guest of the local cloud
-(:class:`GuestManager`, real SSH on a loopback address) or any fixed SSH server (a real sshd).
-The SSH side is therefore real; only the XML-RPC side is faked.
+``FakeComputeDriver`` is the real :class:`DeploymentMixin` with a scripted ``create_node`` and
+node lookup: nodes go PENDING -> RUNNING (or to a failure state) after a few polls, and their
+"VM" is either an SSH guest of the local cloud (:class:`GuestManager`, real SSH on a loopback
+address) or any fixed SSH server (a real sshd). The SSH side is therefore real; only the
+XML-RPC side is faked. It is a test seam of the driver core: it skips ``DriverCore.__init__``
+(no configuration file, no connection) and replaces ``DriverCore._fetch_nodes``, the one
+place where the mixins read nodes from the cloud.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from libcloud.common.base import ConnectionKey
 from libcloud.compute.base import Node, NodeAuthSSHKey, NodeDriver
 from libcloud.compute.types import NodeState
 
-from stratuslab_lc_plugin.deployment import DeploymentMixin
+from stratuslab_lc_plugin.driver.deployment import DeploymentMixin
 from stratuslab_lc_plugin.errors import NotFoundError
 
 
@@ -27,10 +29,11 @@ _NODE_IDS = itertools.count(1)
 
 @dataclass
 class FakeLocationConfig:
-    """The two methods of ``config.LocationConfig`` that deployment uses."""
+    """What deployment uses of ``config.LocationConfig``: its id and its two key paths."""
 
     private_key: str
     public_key: Optional[str] = None
+    id: str = ""
 
     def private_key_path(self) -> str:
         return self.private_key
@@ -46,6 +49,10 @@ class FakeConfig:
     locations: Dict[str, FakeLocationConfig]
     default_location: str = "local"
     asked: List[Optional[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for location_id, location in self.locations.items():
+            location.id = location_id
 
     def location(self, location_id: Optional[str] = None) -> FakeLocationConfig:
         self.asked.append(location_id)
@@ -67,7 +74,7 @@ class _Entry:
     has_sftp: bool
 
 
-class FakeComputeDriver(DeploymentMixin, NodeDriver):
+class FakeComputeDriver(DeploymentMixin):
     """``deploy_node`` on top of scripted nodes.
 
     - ``guests``: a GuestManager; each node gets a guest on 127.1.250.<n> once RUNNING.
@@ -76,8 +83,7 @@ class FakeComputeDriver(DeploymentMixin, NodeDriver):
     - ``final_state``: the state reached instead of RUNNING (e.g. ``NodeState.ERROR``).
     - ``with_address``: False makes a RUNNING node without public IP.
 
-    Nodes are polled through ``ex_get_node``, like the real driver; subclasses setting
-    ``ex_get_node = None`` make deploy_node fall back to ``list_nodes``.
+    Nodes are polled through ``ex_get_node`` (from ``_fetch_nodes``), like the real driver.
     """
 
     name = "Fake StratusLab"
@@ -88,8 +94,8 @@ class FakeComputeDriver(DeploymentMixin, NodeDriver):
     def __init__(self, config: FakeConfig, guests=None, target: Optional[Tuple[str, int]] = None,
                  polls_until_running: int = 1, final_state: str = NodeState.RUNNING,
                  with_address: bool = True, publish_port: bool = True) -> None:
-        super().__init__(key="fake")
         self._config = config
+        NodeDriver.__init__(self, key="fake")
         self.guests = guests
         self.target = target
         self.polls_until_running = polls_until_running
@@ -125,6 +131,18 @@ class FakeComputeDriver(DeploymentMixin, NodeDriver):
         record["polls"] += 1
         if record["state"] == NodeState.PENDING and record["polls"] > self.polls_until_running:
             self._boot(record)
+
+    def _ex_connection_class_kwargs(self) -> dict:
+        return {}  # a plain ConnectionKey: this driver never connects
+
+    def _fetch_nodes(self, location_id: str, vms) -> Dict[int, Node]:
+        found = {}
+        for vm in vms:
+            try:
+                found[vm] = self.ex_get_node(str(vm), location_id)
+            except NotFoundError:
+                pass
+        return found
 
     def ex_get_node(self, node_id: str, location=None) -> Node:
         """Like the real driver's: one node, NotFoundError when it is gone."""

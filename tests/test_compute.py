@@ -12,7 +12,7 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState
 from libcloud.test import compute as libcloud_compute_tests
 
-from stratuslab_lc_plugin.compute import NodeList
+from stratuslab_lc_plugin.driver import NodeList
 from stratuslab_lc_plugin.errors import (
     ConfigurationError,
     InvalidStateError,
@@ -81,10 +81,11 @@ def test_sizes_are_the_builtins_plus_instance_types(write_config):
     sizes = {s.id: s for s in driver.list_sizes()}
     assert {"t1.micro", "m1.small", "m1.medium", "m1.large", "m1.xlarge", "c1.medium", "c1.xlarge", "tiny"} == set(sizes)
     large = sizes["m1.large"]
-    assert (large.ram, large.disk, large.extra["swap"], large.extra["cpu"]) == (6144, 6, 6144, 2)
-    assert (sizes["t1.micro"].disk, sizes["tiny"].disk) == (1, 0)  # GiB, rounded up
-    assert (sizes["m1.small"].ram, sizes["m1.small"].extra["cpu"]) == (2048, 2)  # overridden
-    assert all(isinstance(s.ram, int) and isinstance(s.disk, int) for s in sizes.values())
+    assert (large.ram, large.cpu, large.extra["swap"], large.extra["cpu"]) == (6144, 2, 6144, 2)
+    assert (sizes["t1.micro"].extra["swap"], sizes["tiny"].extra["swap"]) == (512, 0)
+    assert (sizes["m1.small"].ram, sizes["m1.small"].cpu) == (2048, 2)  # overridden
+    # Libcloud's OpenNebula driver too: an instance type does not fix a disk (the image does).
+    assert all(isinstance(s.ram, int) and s.disk is None for s in sizes.values())
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def test_create_node_renders_context_network_and_disks(driver, image, cloud):
         ({"ex_volatile_disk": 0}, ValueError, "ex_volatile_disk is a size in GiB"),
         ({"auth": NodeAuthPassword("secret")}, ValueError, "SSH keys only"),
         ({"ex_disks_bus": "usb"}, ValueError, "ex_disks_bus must be one of"),
-        ({"ex_persistent_volumes": ["nope"]}, ValueError, "'nope' is not a volume UUID"),
+        ({"ex_persistent_volumes": ["nope"]}, ValueError, "'nope' is not a StratusLab volume id"),
         ({"location": "nowhere"}, ConfigurationError, "nowhere"),
         ({"image": "A" * 27}, NotFoundError, "AAAA"),
     ],

@@ -255,7 +255,7 @@ def test_empty_value_counts_as_unset():
     config = load("[default]\nmarketplace_endpoint =\nverify_ssl =\nusername =\n")
     location = config.location()
     assert location.marketplace_endpoint == DEFAULT_MARKETPLACE_ENDPOINT
-    assert location.verify_ssl is True
+    assert location.verify_ssl is None
     assert location.username is None
 
 
@@ -641,8 +641,8 @@ def test_verify_ssl_values(value, expected):
     assert load("[default]\nverify_ssl = %s\n" % value).location().verify_ssl is expected
 
 
-def test_verify_ssl_default_true():
-    assert load("[default]\n").location().verify_ssl is True
+def test_verify_ssl_unset_is_none_so_that_libcloud_security_decides():
+    assert load("[default]\n").location().verify_ssl is None
 
 
 def test_bad_verify_ssl(tmp_path):
@@ -789,7 +789,7 @@ def test_our_reference_file_parses_and_documents_every_key():
     location = config.location()
     assert (config.default_location, location.name, location.country) == ("sl-cloud", "StratusLab Cloud", "Earth")
     assert location.check_usable() == "pswd"
-    assert location.verify_ssl is True
+    assert location.verify_ssl is None
     text = OUR_REF.read_text()
     for key in (
         "selected_section", "endpoint_timeout", "name", "country", "endpoint", "pdisk_endpoint",

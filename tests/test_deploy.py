@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import paramiko
 import pytest
 from libcloud.compute.base import NodeAuthSSHKey
 from libcloud.compute.deployment import (
@@ -12,7 +13,7 @@ from libcloud.compute.deployment import (
 )
 from libcloud.compute.types import DeploymentError
 
-from stratuslab_lc_plugin.sshkeys import SSHKeyError
+from stratuslab_lc_plugin.errors import ScriptFailedError, SSHKeyError
 from tests.keys import key_factory  # noqa: F401 - pytest fixture
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,9 +109,10 @@ def test_wrong_key_says_which_key(driver, ubuntu, created, key_factory):
     with pytest.raises(DeploymentError) as caught:
         driver.ex_deploy_node(node, ScriptDeployment("true"), ssh_key=wrong.private_path,
                               wait_period=0.1, timeout=30, max_tries=1)
-    message = str(caught.value.value)
+    message = str(caught.value)
     assert "auth" in message.lower() and "wrong" in message
     assert caught.value.node.id == node.id
+    assert isinstance(caught.value.value, paramiko.AuthenticationException)
 
 
 def test_failing_script_reports_status_and_output(driver, ubuntu, created, key_factory):
@@ -120,8 +122,11 @@ def test_failing_script_reports_status_and_output(driver, ubuntu, created, key_f
         driver.deploy_node(name="deploy-fail", size="t1.micro", image=ubuntu, deploy=script,
                            ssh_key=key.private_path, wait_period=0.1, timeout=60)
     created.append(caught.value.node)
-    message = str(caught.value.value)
+    message = str(caught.value)
     assert "3" in message and "about to fail" in message and "broken" in message
+    failure = caught.value.value
+    assert isinstance(failure, ScriptFailedError) and failure.exit_status == 3
+    assert "broken" in failure.stderr and str(failure) in message
 
 
 def test_bad_key_fails_before_any_node_is_created(driver, ubuntu, tmp_path):
@@ -147,6 +152,7 @@ def test_refused_credentials_end_the_wait_at_once(driver, ubuntu, created, write
     refused = get_driver("stratuslab")("default", stratuslab_user_config=path)
     with pytest.raises(DeploymentError) as caught:
         refused.ex_deploy_node(node, ScriptDeployment("true"), timeout=120, wait_period=0.1)
-    assert "reading its state failed" in str(caught.value.value)
-    assert "within" not in str(caught.value.value)  # it did not wait for the timeout
+    assert "reading its state failed" in str(caught.value)
+    assert "within" not in str(caught.value)  # it did not wait for the timeout
     assert isinstance(caught.value.original_error, InvalidCredsError)
+    assert caught.value.value is caught.value.original_error

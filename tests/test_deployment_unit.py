@@ -22,11 +22,12 @@ from libcloud.compute.deployment import (
 )
 from libcloud.compute.types import DeploymentError, NodeState
 
-from stratuslab_lc_plugin import deployment as deployment_module
-from stratuslab_lc_plugin.deployment import DeploymentSSHClient, NodeDeploymentError
+from stratuslab_lc_plugin.driver import deployment as deployment_module
+from stratuslab_lc_plugin.errors import NodeDeploymentError
+from stratuslab_lc_plugin.ssh.client import DeploymentSSHClient
 from stratuslab_lc_plugin.emulator.guests import GuestManager
 from stratuslab_lc_plugin.errors import ServiceUnavailableError
-from stratuslab_lc_plugin.sshkeys import SSHKeyError, load_private_key
+from stratuslab_lc_plugin.ssh.keys import SSHKeyError, load_private_key
 
 # tests/ is on sys.path (setup.cfg: [tool:pytest] pythonpath = tests).
 from deploy_fakes import FakeCatalogue, FakeComputeDriver, FakeConfig, FakeLocationConfig
@@ -158,8 +159,9 @@ def test_wrong_key_is_an_authentication_error_naming_the_key(guests, key_factory
     assert "SSH authentication failed" in message and "user root" in message
     assert "key file %s (ssh-rsa SHA256:" % wrong.private_path in message
     assert wrong.private_text.splitlines()[1] not in message
-    assert error.value.value == message  # Libcloud's .value carries the message
+    # As in Libcloud, .value and .original_error are the exception behind the failure.
     assert isinstance(error.value.original_error, paramiko.AuthenticationException)
+    assert error.value.value is error.value.original_error
     # The node is left running for inspection; the caller destroys it.
     assert error.value.node.id in [n.id for n in driver.list_nodes() if n.state == NodeState.RUNNING]
     assert driver.destroy_node(error.value.node)
@@ -252,14 +254,13 @@ def test_a_vanished_node_ends_the_wait_and_poll_errors_do_not(guests, ed_key):
     assert "it disappeared (last state: pending)" in str(error.value)
 
     class Flaky(FakeComputeDriver):
-        ex_get_node = None  # poll through list_nodes, as for a driver without ex_get_node
         failures = 2
 
-        def list_nodes(self):
+        def ex_get_node(self, node_id, location=None):
             if self.failures:
                 self.failures -= 1
                 raise ServiceUnavailableError("service down for a moment")
-            return super().list_nodes()
+            return super().ex_get_node(node_id, location)
 
     flaky = Flaky(config, guests=guests)
     task = ScriptDeployment("echo up")
@@ -333,7 +334,9 @@ def free_port() -> int:
 
 def test_node_deployment_error_is_a_libcloud_deployment_error():
     node = Node("7", "n", NodeState.RUNNING, [], [], None)
-    error = NodeDeploymentError(node, "boom", phase="step")
+    cause = OSError("connection reset")
+    error = NodeDeploymentError(node, "boom", phase="step", original_exception=cause)
     assert isinstance(error, DeploymentError)
-    assert (str(error), error.node, error.value) == ("boom", node, "boom")
+    assert (str(error), error.message, error.node, error.value, error.original_error) == ("boom", "boom", node, cause, cause)
+    assert error.args == ("boom",)
     assert "phase=step" in repr(error)

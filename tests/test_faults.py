@@ -31,7 +31,7 @@ from stratuslab_lc_plugin.emulator import LocalCloud, lifecycle
 from stratuslab_lc_plugin.emulator.faults import Fault, FaultSet
 from stratuslab_lc_plugin.errors import ProtocolError, ServiceError, ServiceUnavailableError
 from stratuslab_lc_plugin.services.pdisk import DiskRecord
-from stratuslab_lc_plugin.volume import _new_disk
+from stratuslab_lc_plugin.driver.volume import _new_disk
 from tests.test_compute import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,7 +56,7 @@ def faults(fcloud):
 
 def make_driver(cloud, timeout=TIMEOUT, **kwargs):
     kwargs.setdefault("retries", RETRIES)
-    kwargs.setdefault("backoff", 0.01)
+    kwargs.setdefault("retry_delay", 0.01)
     return get_driver("stratuslab")("default", stratuslab_user_config=cloud.config_path, timeout=timeout, **kwargs)
 
 
@@ -191,7 +191,7 @@ def test_serve_applies_its_faults(tmp_path):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        driver = get_driver("stratuslab")("default", stratuslab_user_config=str(config), timeout=TIMEOUT, backoff=0.01)
+        driver = get_driver("stratuslab")("default", stratuslab_user_config=str(config), timeout=TIMEOUT, retry_delay=0.01)
         node = driver.create_node(name="served", size="t1.micro", image=driver.list_images()[0])
         assert [n.id for n in driver.list_nodes() if n.name == "served"] == [node.id]
         assert driver.list_volumes() == []
@@ -488,7 +488,7 @@ def endpoint_driver(fcloud, tmp_path, port, timeout):
         % (url, url, url, fcloud.ca_path, fcloud.public_key_path)
     )
     path.chmod(0o600)
-    return get_driver("stratuslab")("default", stratuslab_user_config=str(path), timeout=timeout, backoff=0.05)
+    return get_driver("stratuslab")("default", stratuslab_user_config=str(path), timeout=timeout, retry_delay=0.05)
 
 
 @pytest.mark.parametrize("operation", sorted(ENDPOINT_CALLS))

@@ -14,7 +14,7 @@ import pytest
 
 from stratuslab_lc_plugin.emulator import guests as guests_module
 from stratuslab_lc_plugin.emulator.guests import GuestManager, parse_authorized_keys
-from stratuslab_lc_plugin.sshkeys import load_private_key
+from stratuslab_lc_plugin.ssh.keys import load_private_key
 
 # tests/ is on sys.path (setup.cfg: [tool:pytest] pythonpath = tests).
 from keys import key_factory  # noqa: F401 (pytest fixture)

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
-import ssl
-import threading
 import time
 import xmlrpc.client
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from libcloud.compute.base import Node
 from libcloud.compute.providers import get_driver
+from libcloud.compute.types import NodeState
 
-from stratuslab_lc_plugin.errors import ProtocolError, ServiceUnavailableError
-from stratuslab_lc_plugin.services.common import MAX_RESPONSE_BYTES, ServiceConnection
+from stratuslab_lc_plugin.errors import ProtocolError, RedirectRefusedError, ServiceUnavailableError
+from stratuslab_lc_plugin.services.connection import MAX_RESPONSE_BYTES, StratusLabConnection
+from tests.netkit import Hostile
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,71 +36,6 @@ RDF = (
     '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:dcterms="http://purl.org/dc/terms/">'
     "<rdf:Description>%s</rdf:Description></rdf:RDF>"
 )
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _answer(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        key = self.server.hostile.key(self.command, self.path, body)
-        missing = (404, {}, b"no answer set for %s" % key.encode())
-        status, headers, payload = self.server.hostile.answers.get(key, missing)
-        try:
-            if callable(payload):
-                payload(self, status, headers)
-                return
-            self.send_response(status)
-            for name, value in {"Content-Type": "text/plain", "Content-Length": str(len(payload)), **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (ConnectionError, ssl.SSLError, OSError):
-            self.close_connection = True
-
-    do_GET = do_POST = do_DELETE = do_PUT = _answer
-
-
-class Hostile:
-    """The server; ``answers`` maps a request key to (status, headers, body or writer)."""
-
-    def __init__(self, cloud) -> None:
-        cert, key = cloud.ca.server_pair()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.server.hostile = self
-        self.answers: dict = {}
-        self.url = "https://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def key(method: str, path: str, body: bytes) -> str:
-        """``one.vmpool.info`` (XML-RPC method), ``marketplace``, or ``pdisk GET`` / ``pdisk POST``..."""
-        if "/one-proxy/" in path:
-            match = re.search(rb"<methodName>([^<]+)</methodName>", body)
-            return match.group(1).decode() if match else "one"
-        if path.startswith("/pdisk/"):
-            return "pdisk " + method
-        return "marketplace"
-
-    def set(self, key: str, body, status: int = 200, **headers) -> None:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.answers[key] = (status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
-
-    def rpc(self, method: str, value) -> None:
-        self.set(method, xmlrpc.client.dumps((value,), methodresponse=True), Content_Type="text/xml")
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -121,7 +55,7 @@ def hdriver(hostile, cloud, tmp_path):
         % (LOCATION_ID, LOCATION_ID, hostile.url, hostile.url, hostile.url, cloud.ca_path, cloud.public_key_path)
     )
     path.chmod(0o600)
-    return get_driver("stratuslab")("default", stratuslab_user_config=str(path), timeout=2.0, backoff=0.01)
+    return get_driver("stratuslab")("default", stratuslab_user_config=str(path), timeout=2.0, retry_delay=0.01)
 
 
 def assert_clear(error: Exception, operation: str) -> None:
@@ -196,7 +130,7 @@ def test_doctype_text_inside_cdata_is_only_text(hostile, hdriver):
 @pytest.mark.parametrize("value", ["abc", {"id": 1}, True])
 def test_an_action_answer_that_is_not_a_vm_id_is_a_protocol_error(hostile, hdriver, value):
     hostile.rpc("one.vm.action", [True, value, 0])
-    node = type("N", (), {"id": "1", "extra": {"location": LOCATION_ID}})()
+    node = Node("1", "n", NodeState.RUNNING, [], [], hdriver, extra={"location": LOCATION_ID})
     with pytest.raises(ProtocolError) as caught:
         hdriver.destroy_node(node)
     assert_clear(caught.value, "one.vm.action")
@@ -259,12 +193,12 @@ def test_garbage_from_any_service_is_a_clear_protocol_error(hostile, hdriver, ke
 
 
 def test_the_default_answer_limit_is_64_mib():
-    assert MAX_RESPONSE_BYTES == ServiceConnection.max_response_bytes == 64 * 1024 * 1024
+    assert MAX_RESPONSE_BYTES == StratusLabConnection.max_response_bytes == 64 * 1024 * 1024
 
 
 @pytest.fixture
 def small_limit(monkeypatch):
-    monkeypatch.setattr(ServiceConnection, "max_response_bytes", 64 * 1024)
+    monkeypatch.setattr(StratusLabConnection, "max_response_bytes", 64 * 1024)
     return 64 * 1024
 
 
@@ -324,3 +258,117 @@ def test_a_server_that_drips_its_answer_cannot_hold_a_call_past_the_timeout(host
         hdriver.list_volumes()
     assert time.monotonic() - started < 2.0 + 5
     assert_clear(caught.value, "list_volumes")
+
+
+def test_a_server_that_drips_header_lines_cannot_hold_a_call_past_the_timeout(hostile, hdriver):
+    def drip_headers(handler, status, headers):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for number in range(600):  # a header line every 0.1 s, and the blank line never comes
+            handler.wfile.write(b"X-Drip-%d: 1\r\n" % number)
+            handler.wfile.flush()
+            time.sleep(0.1)
+
+    hostile.answers["one.vmpool.info"] = (200, {}, drip_headers)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailableError, match="timed out") as caught:
+        hdriver.list_nodes()
+    assert time.monotonic() - started < 2.0 + 5
+    assert_clear(caught.value, "one.vmpool.info")
+    assert caught.value.timed_out
+
+
+def test_oversized_answers_are_cut_under_libcloud_debug_too(hostile, hdriver, small_limit, monkeypatch):
+    import io
+
+    from libcloud.common.base import Connection
+    from libcloud.utils.loggingconnection import LoggingConnection
+
+    log = io.StringIO()
+    monkeypatch.setattr(Connection, "conn_class", LoggingConnection)
+    monkeypatch.setattr(LoggingConnection, "log", log)
+    hostile.answers["pdisk GET"] = (200, {}, _chunked(2 * 1024 * 1024))
+    with pytest.raises(ProtocolError, match="more than %d bytes" % small_limit) as caught:
+        hdriver.list_volumes()
+    assert_clear(caught.value, "list_volumes")
+    assert "curl" in log.getvalue() and len(log.getvalue()) < small_limit
+
+
+# -- redirects: never followed ------------------------------------------------------------------
+
+
+def _redirect(status: int, target: str, body_bytes: int = 0, sent: list = None):
+    def write(handler, _status, _headers):
+        handler.send_response(status)
+        handler.send_header("Location", target)
+        handler.send_header("Content-Length", str(body_bytes))
+        handler.end_headers()
+        chunk = b"x" * 65536
+        written = 0
+        try:
+            while written < body_bytes:
+                handler.wfile.write(chunk)
+                written += len(chunk)
+        finally:
+            if sent is not None:
+                sent.append(written)
+
+    return write
+
+
+@pytest.mark.parametrize("call, key", [("list_nodes", "one.vmpool.info"), ("list_volumes", "pdisk GET"),
+                                       ("list_images", "marketplace")])
+def test_a_redirect_to_another_host_is_refused_and_not_followed(hostile, hdriver, cloud, call, key):
+    with Hostile(cloud) as elsewhere:
+        hostile.answers[key] = (307, {}, _redirect(307, elsewhere.url + "/steal?token=secret"))
+        with pytest.raises(RedirectRefusedError) as caught:
+            getattr(hdriver, call)()
+        assert elsewhere.seen == []  # the body (and the credentials) never went there
+    error = caught.value
+    assert_clear(error, key if key.startswith("one.") else call)
+    assert (error.code, error.http_code) == (307, 307)
+    assert error.target == elsewhere.url + "/steal" and "secret" not in str(error)
+    assert "redirects are not followed" in str(error) and elsewhere.url in str(error)
+
+
+def test_a_redirect_from_https_down_to_http_is_refused(hostile, hdriver, cloud):
+    with Hostile(cloud, tls=False) as plain:
+        hostile.answers["one.vm.allocate"] = (302, {}, _redirect(302, plain.url + "/one-proxy/pswd/xmlrpc"))
+        with pytest.raises(RedirectRefusedError, match="HTTP 302"):
+            hdriver.create_node(name="n", size="t1.micro", image="http://example.invalid/image.img")
+        assert plain.seen == []
+
+
+def test_a_redirect_with_a_huge_body_is_not_read(hostile, hdriver):
+    sent = []
+    hostile.answers["pdisk GET"] = (307, {}, _redirect(307, hostile.url + "/pdisk/pswd/disks/", 300 * 2**20, sent))
+    with pytest.raises(RedirectRefusedError):
+        hdriver.list_volumes()
+    deadline = time.monotonic() + 10
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sent and sent[0] < 32 * 2**20  # the client hung up; it did not take 300 MiB
+
+
+def test_a_redirect_loop_is_one_request_and_an_error(hostile, hdriver):
+    hostile.answers["marketplace"] = (302, {}, _redirect(302, hostile.url + "/marketplace/metadata"))
+    with pytest.raises(RedirectRefusedError):
+        hdriver.list_images()
+    assert [key for key, *_ in hostile.seen] == ["marketplace"]
+
+
+def test_plain_http_with_credentials_warns_once_per_location(cloud, tmp_path):
+    with Hostile(cloud, tls=False) as plain:
+        plain.rpc("one.vmpool.info", [True, "<VM_POOL></VM_POOL>", 0])
+        path = tmp_path / "plain.cfg"
+        path.write_text("[default]\nselected_section = a\n[a]\nendpoint = %s/one-proxy/xmlrpc\n"
+                        "username = u\npassword = hunter2-secret\n[b]\nendpoint = %s/one-proxy/xmlrpc\n"
+                        "username = u\npassword = hunter2-secret\n"
+                        % (plain.url, plain.url))
+        path.chmod(0o600)
+        with pytest.warns(UserWarning) as caught:
+            driver = get_driver("stratuslab")("default", stratuslab_user_config=str(path))
+            driver.list_nodes()
+            driver.list_nodes()
+    messages = sorted(str(w.message) for w in caught if "plain HTTP" in str(w.message))
+    assert len(messages) == 2 and messages[0].startswith("a: ") and messages[1].startswith("b: ")
+    assert "credentials" in messages[0] and not any("hunter2" in m for m in messages)

@@ -20,8 +20,9 @@ from libcloud.compute.base import Node
 from libcloud.compute.deployment import FileDeployment, MultiStepDeployment, ScriptDeployment
 from libcloud.compute.types import NodeState
 
-from stratuslab_lc_plugin.deployment import NodeDeploymentError, deploy_over_ssh
-from stratuslab_lc_plugin.sshkeys import load_private_key
+from stratuslab_lc_plugin.errors import NodeDeploymentError
+from stratuslab_lc_plugin.ssh.deploy import deploy_over_ssh
+from stratuslab_lc_plugin.ssh.keys import load_private_key
 
 # tests/ is on sys.path (setup.cfg: [tool:pytest] pythonpath = tests).
 from deploy_fakes import FakeComputeDriver, FakeConfig, FakeLocationConfig
@@ -133,7 +134,7 @@ def test_deploy_node_against_openssh(sshd, key_factory, tmp_path, kind, fmt):
 @pytest.mark.parametrize("sftp", [True, False], ids=["sftp", "exec-only"])
 def test_key_text_pkcs8_and_a_server_without_sftp(sshd, key_factory, tmp_path, caplog, sftp):
     # PKCS#8 key text: the case that fails with Libcloud's own loader on paramiko >= 4.
-    caplog.set_level(logging.DEBUG, logger="stratuslab_lc_plugin.deployment")
+    caplog.set_level(logging.DEBUG, logger="stratuslab_lc_plugin.ssh.client")
     key = key_factory("ecdsa", "pkcs8", "phrase")
     port = sshd(key.public_line, sftp=sftp)
     task, target, script = file_and_script(tmp_path)

@@ -110,7 +110,7 @@ def test_no_password_in_any_message_or_log(leak_run):
 def test_the_debug_connection_redacts_credentials_headers_and_proxy_passwords():
     from libcloud.utils.loggingconnection import LoggingConnection
 
-    from stratuslab_lc_plugin.services.common import redacting
+    from stratuslab_lc_plugin.services.http import redacting
 
     connection = redacting(LoggingConnection)("127.0.0.1", 443)
     connection.http_proxy_used = True
@@ -235,7 +235,7 @@ def _child(work: str) -> None:  # pragma: no cover - runs in the child process
 
         def driver_for(path: str, **kwargs):
             kwargs.setdefault("timeout", 2.0)
-            kwargs.setdefault("backoff", 0.01)
+            kwargs.setdefault("retry_delay", 0.01)
             return make("default", stratuslab_user_config=path, **kwargs)
 
         # -- what works -------------------------------------------------------------------

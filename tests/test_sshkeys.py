@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec
 
-from stratuslab_lc_plugin.sshkeys import (
+from stratuslab_lc_plugin.ssh.keys import (
     SSHKeyError,
     is_key_material,
     load_private_key,

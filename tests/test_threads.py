@@ -33,7 +33,7 @@ def tcloud(tmp_path_factory):
 
 def run_workers(cloud, prefix: str, retries: int = 2):
     driver = get_driver("stratuslab")(
-        "default", stratuslab_user_config=cloud.config_path, timeout=10, retries=retries, backoff=0.01
+        "default", stratuslab_user_config=cloud.config_path, timeout=10, retries=retries, retry_delay=0.01
     )
     image = driver.list_images()[0]
     barrier = threading.Barrier(THREADS)

@@ -91,7 +91,7 @@ def test_bad_sizes_are_refused_before_any_request(driver, size, monkeypatch):
 def test_unknown_volume(driver):
     with pytest.raises(NotFoundError, match="does not exist"):
         driver.ex_get_volume("00000000-0000-4000-8000-000000000000")
-    with pytest.raises(ValueError, match="not a volume UUID"):
+    with pytest.raises(ValueError, match="not a StratusLab volume id"):
         driver.ex_get_volume("nope")
 
 

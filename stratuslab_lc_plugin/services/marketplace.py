@@ -14,10 +14,10 @@ from typing import Optional
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from stratuslab_lc_plugin.errors import NotFoundError, ProtocolError, ServiceError
-from stratuslab_lc_plugin.services.common import ServiceConnection
+from stratuslab_lc_plugin.errors import NotFoundError, ServiceError
+from stratuslab_lc_plugin.services.connection import StratusLabConnection
 
-__all__ = ["MarketplaceConnection", "MarketplaceClient", "ImageRecord", "newest", "parse_metadata", "IMAGE_ID"]
+__all__ = ["MarketplaceClient", "ImageRecord", "newest", "parse_metadata", "IMAGE_ID"]
 
 #: Marketplace image identifier: base-64 SHA-1, 27 characters (spec §3.5).
 IMAGE_ID = re.compile(r"[A-Za-z0-9_-]{27}")
@@ -57,12 +57,10 @@ class ImageRecord:
         return self.title or self.description
 
 
-class MarketplaceConnection(ServiceConnection):
-    service = "marketplace"
-
-
 class MarketplaceClient:
-    def __init__(self, connection: MarketplaceConnection) -> None:
+    """The Marketplace reads the driver makes, on one location's Marketplace connection."""
+
+    def __init__(self, connection: StratusLabConnection) -> None:
         self.connection = connection
 
     def list_images(self) -> list[ImageRecord]:
@@ -77,8 +75,9 @@ class MarketplaceClient:
         if not matching:
             raise NotFoundError(
                 "%s: image %s is not in the Marketplace at %s"
-                % (self.connection.location_id, image_id, self.connection.base_url),
-                location=self.connection.location_id, operation="get_image",
+                % (self.connection.location_id, image_id, self.connection.service_url),
+                location=self.connection.location_id, operation="get_image", http_code=200,
+                driver=self.connection.driver,
             )
         return newest(matching)
 
@@ -92,9 +91,9 @@ class MarketplaceClient:
                 return []  # an empty catalogue
             raise NotFoundError(
                 "%s: image %s is not in the Marketplace at %s (or not valid any more)"
-                % (location, action.rsplit("/", 1)[-1], self.connection.base_url),
-                location=location, operation=operation, code=404,
-                remote_message=_error_text(response.raw_body),
+                % (location, action.rsplit("/", 1)[-1], self.connection.service_url),
+                location=location, operation=operation, code=404, http_code=404,
+                remote_message=_error_text(response.raw_body), driver=self.connection.driver,
             )
         if response.status != 200:
             remote = _error_text(response.raw_body)
@@ -102,14 +101,13 @@ class MarketplaceClient:
                 "%s: Marketplace answered %s with HTTP %d%s"
                 % (location, operation, response.status, ": " + remote if remote else ""),
                 location=location, operation=operation, code=response.status, remote_message=remote,
+                http_code=response.status, driver=self.connection.driver,
             )
         try:
             return parse_metadata(response.raw_body)
         except (ElementTree.ParseError, DefusedXmlException, ValueError) as exc:
-            raise ProtocolError(
-                "%s: Marketplace answered %s with a document that is not valid metadata: %s"
-                % (location, operation, exc),
-                location=location, operation=operation,
+            raise self.connection.protocol_error(
+                operation, "with a document that is not valid metadata: %s" % exc, response.status
             ) from None
 
 

@@ -15,6 +15,7 @@ import gc
 import xmlrpc.client
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Iterator, Optional
 from xml.etree import ElementTree
 from xml.parsers import expat
@@ -27,14 +28,15 @@ from stratuslab_lc_plugin.errors import (
     AuthenticationError,
     InvalidStateError,
     NotFoundError,
-    ProtocolError,
     ServiceError,
 )
-from stratuslab_lc_plugin.services.common import ServiceConnection
+from stratuslab_lc_plugin.services.connection import StratusLabConnection
 
 __all__ = [
-    "OneConnection",
     "OneClient",
+    "VmState",
+    "LcmState",
+    "PoolFilter",
     "VmRecord",
     "Nic",
     "Disk",
@@ -55,32 +57,67 @@ AUTHENTICATION, AUTHORIZATION, NO_EXISTS, ACTION, XML_RPC_API, INTERNAL = (
     0x2000,
 )
 
-STATE_NAMES = ("INIT", "PENDING", "HOLD", "ACTIVE", "STOPPED", "SUSPENDED", "DONE", "FAILED")
-LCM_STATE_NAMES = (
-    "LCM_INIT", "PROLOG", "BOOT", "RUNNING", "MIGRATE", "SAVE_STOP", "SAVE_SUSPEND",
-    "SAVE_MIGRATE", "PROLOG_MIGRATE", "PROLOG_RESUME", "EPILOG_STOP", "EPILOG", "SHUTDOWN",
-    "CANCEL", "FAILURE", "CLEANUP", "UNKNOWN",
-)  # fmt: skip
 
-#: ``one.vmpool.info`` filter: only the caller's VMs; no id range; any state but DONE.
-MINE, NO_RANGE, ANY_BUT_DONE = -3, -1, -1
+class VmState(IntEnum):
+    """``STATE`` of a VM (include/VirtualMachine.h, ONE 3.2)."""
+
+    INIT = 0
+    PENDING = 1
+    HOLD = 2
+    ACTIVE = 3
+    STOPPED = 4
+    SUSPENDED = 5
+    DONE = 6
+    FAILED = 7
 
 
-class OneConnection(ServiceConnection):
-    service = "compute"
+class LcmState(IntEnum):
+    """``LCM_STATE`` of an ACTIVE VM (include/VirtualMachine.h, ONE 3.2)."""
+
+    LCM_INIT = 0
+    PROLOG = 1
+    BOOT = 2
+    RUNNING = 3
+    MIGRATE = 4
+    SAVE_STOP = 5
+    SAVE_SUSPEND = 6
+    SAVE_MIGRATE = 7
+    PROLOG_MIGRATE = 8
+    PROLOG_RESUME = 9
+    EPILOG_STOP = 10
+    EPILOG = 11
+    SHUTDOWN = 12
+    CANCEL = 13
+    FAILURE = 14
+    CLEANUP = 15
+    UNKNOWN = 16
+
+
+STATE_NAMES = tuple(state.name for state in VmState)
+LCM_STATE_NAMES = tuple(state.name for state in LcmState)
+
+
+class PoolFilter(IntEnum):
+    """Arguments of ``one.vmpool.info`` (RequestManagerPoolInfoFilter.h, ONE 3.2)."""
+
+    #: filter_flag: only the VMs of the caller.
+    MINE = -3
+    #: start/end id: no id range.
+    NO_RANGE = -1
+    #: state: any state but DONE.
+    ANY_BUT_DONE = -1
 
 
 class OneClient:
-    """The four ONE calls the driver makes, on one location's connection.
+    """The four ONE calls the driver makes, on one location's compute connection.
 
     The one-proxy replaces the session string with the identity it authenticated over
     HTTP, so the password is not repeated in the request body (where Libcloud's debug
     log would print it).
     """
 
-    def __init__(self, connection: OneConnection, action: str, username: Optional[str]) -> None:
+    def __init__(self, connection: StratusLabConnection, username: Optional[str]) -> None:
         self.connection = connection
-        self._action = action
         self._session = "%s:%s" % (username or "dummy", "a" * 40)
 
     def allocate(self, template: str) -> int:
@@ -89,8 +126,9 @@ class OneClient:
     def info(self, vm_id: int) -> str:
         return self.call("one.vm.info", int(vm_id), idempotent=True)
 
-    def pool(self, start: int = NO_RANGE, end: int = NO_RANGE, state: int = ANY_BUT_DONE) -> str:
-        return self.call("one.vmpool.info", MINE, start, end, state, idempotent=True)
+    def pool(self, start: int = PoolFilter.NO_RANGE, end: int = PoolFilter.NO_RANGE,
+             state: int = PoolFilter.ANY_BUT_DONE) -> str:
+        return self.call("one.vmpool.info", int(PoolFilter.MINE), int(start), int(end), int(state), idempotent=True)
 
     def vm(self, vm_id: int) -> "VmRecord":
         """``one.vm.info``, read into a :class:`VmRecord`."""
@@ -104,11 +142,8 @@ class OneClient:
         try:
             return parse(text)
         except (expat.ExpatError, DefusedXmlException, ValueError, TypeError, AttributeError) as exc:
-            location = self.connection.location_id
-            raise ProtocolError(
-                "%s: %s answered a VM document that cannot be read (%s)"
-                % (location, method, type(exc).__name__),
-                location=location, operation=method,
+            raise self.connection.protocol_error(
+                method, "with a VM document that cannot be read (%s)" % type(exc).__name__, http_code=200
             ) from None
 
     def action(self, name: str, vm_id: int) -> int:
@@ -118,31 +153,25 @@ class OneClient:
         """The VM id a successful allocate or action answers; anything else breaks the protocol."""
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        location = self.connection.location_id
-        raise ProtocolError(
-            "%s: %s answered %s instead of a VM id" % (location, method, type(value).__name__),
-            location=location, operation=method,
-        )
+        raise self.connection.protocol_error(method, "with %s instead of a VM id" % type(value).__name__, http_code=200)
 
     def call(self, method: str, *params, idempotent: bool):
         body = xmlrpc.client.dumps((self._session,) + params, methodname=method, encoding="utf-8")
         response = self.connection.send(
             method,
-            self._action,
+            "",
             method="POST",
             data=body.encode("utf-8"),
             headers={"Content-Type": "text/xml; charset=utf-8"},
             idempotent=idempotent,
         )
         if response.status in (401, 403):
-            raise self.connection.invalid_credentials(method, "HTTP %d" % response.status)
+            raise self.connection.invalid_credentials(method, "HTTP %d" % response.status, response.status)
         if response.status != 200:
             raise ServiceError(
-                "%s: compute service answered %s with HTTP %d"
-                % (self.connection.location_id, method, response.status),
-                location=self.connection.location_id,
-                operation=method,
-                code=response.status,
+                "%s answered %s with HTTP %d" % (self.connection.where(), method, response.status),
+                location=self.connection.location_id, operation=method,
+                code=response.status, http_code=response.status, driver=self.connection.driver,
             )
         return self._unpack(method, response.raw_body)
 
@@ -153,26 +182,23 @@ class OneClient:
         except xmlrpc.client.Fault as fault:
             raise ServiceError(
                 "%s: %s failed: %s" % (location, method, fault.faultString),
-                location=location, operation=method,
-                code=fault.faultCode, remote_message=fault.faultString,
+                location=location, operation=method, code=fault.faultCode,
+                remote_message=fault.faultString, http_code=200, driver=self.connection.driver,
             ) from None
         except Exception as exc:  # noqa: BLE001 - any unreadable answer is a protocol error
-            raise ProtocolError(
-                "%s: %s answered something that is not an XML-RPC response (%s)"
-                % (location, method, type(exc).__name__),
-                location=location, operation=method,
+            raise self.connection.protocol_error(
+                method, "with something that is not an XML-RPC response (%s)" % type(exc).__name__, http_code=200
             ) from None
         if not isinstance(answer, (list, tuple)) or len(answer) < 2 or not isinstance(answer[0], bool):
-            raise ProtocolError(
-                "%s: %s answered %r instead of an OpenNebula [ok, value, code] triple"
-                % (location, method, type(answer).__name__),
-                location=location, operation=method,
+            raise self.connection.protocol_error(
+                method, "with %r instead of an OpenNebula [ok, value, code] triple" % type(answer).__name__,
+                http_code=200,
             )
         if answer[0]:
             return answer[1]
         message = str(answer[1])
-        code = answer[2] if len(answer) > 2 else None
-        raise _one_error(location, method, code, message)
+        code = answer[2] if len(answer) > 2 and isinstance(answer[2], int) else None
+        raise _one_error(location, method, code, message, self.connection.driver)
 
 
 def _loads(body: bytes) -> tuple:
@@ -187,7 +213,7 @@ def _loads(body: bytes) -> tuple:
     return unmarshaller.close()
 
 
-def _one_error(location: str, method: str, code, message: str) -> Exception:
+def _one_error(location: str, method: str, code: Optional[int], message: str, driver: object) -> Exception:
     text = "%s: %s failed: %s" % (location, method, message)
     # AUTHORIZATION is ONE's "not authorized to perform X on VM n": a valid user without rights.
     cls = {
@@ -196,7 +222,8 @@ def _one_error(location: str, method: str, code, message: str) -> Exception:
         NO_EXISTS: NotFoundError,
         ACTION: InvalidStateError,
     }.get(code, ServiceError)
-    return cls(text, location=location, operation=method, code=code, remote_message=message)
+    return cls(text, location=location, operation=method, code=code, remote_message=message,
+               http_code=200, driver=driver)
 
 
 # -- the VM document ----------------------------------------------------------------------
@@ -244,7 +271,7 @@ class VmRecord:
     @property
     def state_label(self) -> str:
         """The 14.06 client's state summary: the LCM name while ACTIVE, else the state name."""
-        if self.state == 3:
+        if self.state == VmState.ACTIVE:
             return _name(LCM_STATE_NAMES, self.lcm_state).title()
         return _name(STATE_NAMES, self.state).title()
 

@@ -14,16 +14,10 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlencode
 
-from stratuslab_lc_plugin.errors import (
-    AccessDeniedError,
-    InUseError,
-    NotFoundError,
-    ProtocolError,
-    ServiceError,
-)
-from stratuslab_lc_plugin.services.common import ServiceConnection
+from stratuslab_lc_plugin.errors import AccessDeniedError, InUseError, NotFoundError, ServiceError
+from stratuslab_lc_plugin.services.connection import StratusLabConnection
 
-__all__ = ["PdiskConnection", "PdiskClient", "DiskRecord", "Mount", "DISK_ID", "pdisk_number"]
+__all__ = ["PdiskClient", "DiskRecord", "Mount", "DISK_ID", "pdisk_number"]
 
 #: pdisk volume identifier: a lower-case canonical UUID (spec §3.5).
 DISK_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -101,12 +95,10 @@ def _gib(size: int) -> int:
     return size if size <= MAX_DISK_GIB else -(-size // 2**30)
 
 
-class PdiskConnection(ServiceConnection):
-    service = "pdisk"
-
-
 class PdiskClient:
-    def __init__(self, connection: PdiskConnection) -> None:
+    """The pdisk calls the driver makes, on one location's pdisk connection."""
+
+    def __init__(self, connection: StratusLabConnection) -> None:
         self.connection = connection
 
     def list_disks(self) -> list[DiskRecord]:
@@ -149,23 +141,18 @@ class PdiskClient:
             try:
                 answer = json.loads(response.raw_body.decode("utf-8"))
             except ValueError:
-                raise ProtocolError(
-                    "%s: pdisk answered %s with a body that is not JSON" % (location, operation),
-                    location=location, operation=operation,
-                ) from None
+                raise self.connection.protocol_error(operation, "with a body that is not JSON", response.status) from None
             if convert is None:
                 return answer
             try:
                 return convert(answer)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise ProtocolError(
-                    "%s: pdisk answered %s with JSON of an unexpected shape (%s)"
-                    % (location, operation, type(exc).__name__),
-                    location=location, operation=operation,
+                raise self.connection.protocol_error(
+                    operation, "with JSON of an unexpected shape (%s)" % type(exc).__name__, response.status
                 ) from None
         message = _message(response.raw_body) or "HTTP %d" % response.status
         if response.status == 401:
-            raise self.connection.invalid_credentials(operation, message)
+            raise self.connection.invalid_credentials(operation, message, 401)
         error = {
             403: AccessDeniedError,
             404: NotFoundError,
@@ -174,6 +161,7 @@ class PdiskClient:
         raise error(
             "%s: pdisk refused %s: %s" % (location, operation, message),
             location=location, operation=operation, code=response.status, remote_message=message,
+            http_code=response.status, driver=self.connection.driver,
         )
 
 
@@ -189,7 +177,10 @@ def _created(answer) -> str:
 
 
 def _mounts(answer) -> list[Mount]:
-    return [Mount(vm_id=str(m.get("vmId", "")), device=str(m.get("device", ""))) for m in answer]
+    mounts = [Mount(vm_id=str(m.get("vmId", "")), device=str(m.get("device", ""))) for m in answer]
+    if any(not m.vm_id.isdigit() for m in mounts):
+        raise ValueError("a mount's vmId is not a VM number")  # it becomes a path and an int
+    return mounts
 
 
 def _target(answer) -> str:

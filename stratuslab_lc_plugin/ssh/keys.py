@@ -24,7 +24,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from stratuslab_lc_plugin.errors import ConfigurationError
+from stratuslab_lc_plugin.errors import SSHKeyError
 
 __all__ = [
     "LoadedKey",
@@ -39,13 +39,6 @@ KeySource = Union[str, bytes, "os.PathLike[str]"]
 
 # Curves that both OpenSSH and paramiko's ECDSAKey know.
 _SSH_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
-
-
-class SSHKeyError(ConfigurationError):
-    """A private key could not be used: missing file, wrong passphrase, unsupported format.
-
-    ``path`` is the key file (``None`` for a key given as text).
-    """
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, Conne
 from .front import DEFAULT_MAX_BODY, Front, Mount, listen_address, make_server_context
 from .guests import GuestManager
 from .marketplace import MarketplaceHandler
-from .one import OneHandler, VmPool
+from .one import OneHandler, VmPool, proxy_user_name
 from .pdisk import PdiskHandler
 from .store import Store
 from .statedir import StateDir
@@ -189,7 +189,7 @@ class LocalCloud:
         elif self.guests is False:
             self.guests = None
 
-        self.pool = VmPool(self.store, list(self.users))
+        self.pool = VmPool(self.store, [proxy_user_name(user) for user in self.users])
         self.pdisk = PdiskHandler(self.store, service_user="pdisk")
         self.marketplace = MarketplaceHandler(self.catalogue)
         self.lifecycle = lc.Lifecycle(self.pool, self._delays, guests=self.guests,

@@ -32,7 +32,7 @@ from .front import DEFAULT_MAX_BODY, Front, Mount, listen_address, make_server_c
 from .guests import GuestManager
 from .marketplace import MarketplaceHandler
 from .one import OneHandler, VmPool, proxy_user_name
-from .pdisk import PdiskHandler
+from .pdisk import DEFAULT_LOCALE, PdiskHandler, freemarker_number
 from .store import Store
 from .statedir import StateDir
 from .tls import CertificateAuthority
@@ -68,7 +68,8 @@ class LocalCloud:
     a VM's SSH guest runs commands on this machine; the guests always listen on loopback).
     ``max_connections`` and ``request_timeout`` bound the HTTPS front (see
     :mod:`.connections`); ``timeout`` bounds each socket read and write and a keep-alive
-    connection's wait for its next request.
+    connection's wait for its next request. ``pdisk_locale`` is the locale pdisk's
+    FreeMarker templates print numbers for (``en_US``: ``"1,024"``; ``fr_FR``, ``de_DE``...).
     """
 
     def __init__(self, state_dir: Optional[str] = None, port: int = 0,
@@ -79,7 +80,8 @@ class LocalCloud:
                  faults: Iterable[Union[str, Fault]] = (),
                  allow_non_loopback: bool = False,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 pdisk_locale: str = DEFAULT_LOCALE) -> None:
         for name, password in (users or {}).items():
             check_user(name, password)
         self._listen = listen_address(host, allow_non_loopback)
@@ -96,6 +98,8 @@ class LocalCloud:
         self._max_body = max_body
         self._timeout = timeout
         ConnectionLimits(max_connections, request_timeout)  # fail early on bad bounds
+        freemarker_number(0, pdisk_locale)                  # and on an unknown locale
+        self._pdisk_locale = pdisk_locale
         self._bounds = (max_connections, request_timeout)
         self._started = False
         self._dir: Optional[StateDir] = None
@@ -190,7 +194,7 @@ class LocalCloud:
             self.guests = None
 
         self.pool = VmPool(self.store, [proxy_user_name(user) for user in self.users])
-        self.pdisk = PdiskHandler(self.store, service_user="pdisk")
+        self.pdisk = PdiskHandler(self.store, service_user="pdisk", locale=self._pdisk_locale)
         self.marketplace = MarketplaceHandler(self.catalogue)
         self.lifecycle = lc.Lifecycle(self.pool, self._delays, guests=self.guests,
                                       catalogue=self.catalogue, on_done=self._vm_done)
@@ -380,6 +384,14 @@ def _serve_users(args: argparse.Namespace) -> Optional[Dict[str, str]]:
     return users or None
 
 
+def _locale_arg(text: str) -> str:
+    try:
+        freemarker_number(0, text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _fault_arg(text: str) -> Fault:
     try:
         return Fault.parse(text)
@@ -408,6 +420,10 @@ def _parser() -> argparse.ArgumentParser:
                              "but shows in the process list: prefer --user-file)")
     parser.add_argument("--delay", type=float, default=lc.DEFAULT_DELAY, metavar="SECONDS",
                         help="seconds per VM life-cycle step (default %(default)s)")
+    parser.add_argument("--pdisk-locale", default=DEFAULT_LOCALE, metavar="LOCALE", type=_locale_arg,
+                        help="the locale pdisk prints its numbers for, as a real site's "
+                             "FreeMarker does (default %(default)s: 1024 is \"1,024\"; "
+                             "fr_FR, de_DE, de_CH..., or computer for no grouping)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="IPv4 address of the HTTPS front (default 127.0.0.1; another "
                              "loopback address, or any address with --allow-non-loopback)")
@@ -455,7 +471,8 @@ def serve_main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             cloud = LocalCloud(state_dir=args.state_dir, port=args.port, users=users,
                                delays=args.delay, host=args.host, faults=args.fault,
-                               allow_non_loopback=args.allow_non_loopback).start()
+                               allow_non_loopback=args.allow_non_loopback,
+                               pdisk_locale=args.pdisk_locale).start()
         except (OSError, ValueError) as exc:
             print("stratuslab-lc cloud serve: cannot start: %s" % exc, file=sys.stderr)
             return 1

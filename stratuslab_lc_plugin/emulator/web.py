@@ -23,6 +23,8 @@ RESTLET_DESCRIPTIONS = {
     404: "The server has not found anything matching the request URI",
     405: "The method specified in the request is not allowed for the resource "
          "identified by the request URI",
+    500: "The server encountered an unexpected condition which prevented it from "
+         "fulfilling the request",
 }
 
 

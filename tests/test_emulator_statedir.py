@@ -171,12 +171,17 @@ def test_everything_is_private_whatever_the_umask_and_the_directory_mode(tmp_pat
     assert {"cloud.db", MARKER, "tls", "guests", "ca.pem", "stratuslab-user.cfg", "id_ed25519"} <= set(files)
 
 
-def test_users_from_a_file_or_the_environment_not_the_command_line(tmp_path):
+def serve_users(tmp_path, content: str, mode: int = 0o600):
+    """``cloud serve --user-file`` with a file of that content and mode."""
     users = tmp_path / "users"
-    users.write_text("# the cloud's users\nalice:pa:ss word%\n\nbob:b0b\n")
-    users.chmod(0o600)
+    users.write_text(content)
+    users.chmod(mode)
     state_dir = str(tmp_path / "state")
-    process = _serve(state_dir, "--user-file", str(users))
+    return state_dir, _serve(state_dir, "--user-file", str(users))
+
+
+def test_users_from_a_file_or_the_environment_not_the_command_line(tmp_path):
+    state_dir, process = serve_users(tmp_path, "# the cloud's users\nalice:pa:ss word%\n\nbob:b0b\n")
     try:
         parser = _wait_for_config(process, os.path.join(state_dir, "stratuslab-user.cfg"))
         with open("/proc/%d/cmdline" % process.pid, "rb") as handle:
@@ -211,10 +216,7 @@ def test_users_from_a_file_or_the_environment_not_the_command_line(tmp_path):
     ("# nobody\n\n", "holds no NAME:PASSWORD line"),
 ])
 def test_bad_user_files_are_refused_with_the_line(tmp_path, content, expected):
-    users = tmp_path / "users"
-    users.write_text(content)
-    users.chmod(0o600)
-    process = _serve(str(tmp_path / "state"), "--user-file", str(users))
+    _, process = serve_users(tmp_path, content)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2 and expected in err
     assert "pw-" not in err
@@ -222,11 +224,7 @@ def test_bad_user_files_are_refused_with_the_line(tmp_path, content, expected):
 
 
 def test_a_user_file_others_can_read_gets_a_warning(tmp_path):
-    users = tmp_path / "users"
-    users.write_text("alice:secret\n")
-    users.chmod(0o644)
-    state_dir = str(tmp_path / "state")
-    process = _serve(state_dir, "--user-file", str(users))
+    state_dir, process = serve_users(tmp_path, "alice:secret\n", 0o644)
     try:
         _wait_for_config(process, os.path.join(state_dir, "stratuslab-user.cfg"))
     finally:

@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.common import MSG_CHANNEL_REQUEST
 from paramiko.sftp import SFTP_OK
 
+from .statedir import private_dir, write_private
 from .supervisor import Command, Supervisor
 
 __all__ = ["GuestManager", "MAX_CONNECTIONS", "MAX_CHANNELS"]
@@ -85,7 +86,7 @@ class GuestManager:
 
     def __init__(self, state_dir: str, catalogue=None, *, preferred_port: int = 22) -> None:
         self._root = os.path.join(os.path.abspath(state_dir), "guests")
-        _private_dir(self._root)
+        private_dir(self._root)
         self._catalogue = catalogue
         self._preferred_port = preferred_port
         self._shared_port: Optional[int] = None
@@ -222,24 +223,15 @@ def _load_or_create_host_key(path: str) -> paramiko.PKey:
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-        os.replace(path + ".tmp", path)  # two clouds on one state dir must not see half a key
+        write_private(path, text)
     return paramiko.Ed25519Key(filename=path)
-
-
-def _private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)  # whatever the umask
 
 
 def _prepare_home(home: str, public_key: str) -> None:
     # Like the StratusLab context script: the CONTEXT key lands in root's authorized_keys.
     ssh_dir = os.path.join(home, ".ssh")
-    _private_dir(home)
-    _private_dir(ssh_dir)
+    private_dir(home)
+    private_dir(ssh_dir)
     authorized = os.path.join(ssh_dir, "authorized_keys")
     if not os.path.exists(authorized):
         fd = os.open(authorized, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from typing import Dict, List, Optional
 
-__all__ = ["StateDir", "StateDirError", "MARKER"]
+__all__ = ["StateDir", "StateDirError", "MARKER", "write_private", "private_dir"]
 
 MARKER = ".stratuslab-local-cloud"
 _WRITER = "stratuslab-lc-plugin local cloud"
@@ -38,6 +38,31 @@ _SHOWN = 5  # foreign entries named in an error
 
 class StateDirError(ValueError):
     """The directory cannot be the cloud's: the message says why and what to do."""
+
+
+def write_private(path: str, data: bytes, tmp_dir: Optional[str] = None) -> None:
+    """Write a file atomically (a temporary file in ``tmp_dir``, default the file's own
+    directory, renamed into place), 0600 whatever the umask."""
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or os.path.dirname(path),
+                               prefix=os.path.basename(path) + ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def private_dir(path: str) -> str:
+    """``path`` as a directory (created when missing), 0700 whatever the umask."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
 
 
 def _digest(path: str) -> Optional[str]:
@@ -89,13 +114,7 @@ class StateDir:
     def private_dir(self, name: str) -> str:
         """The listed directory ``name`` (created 0700 when missing)."""
         self._claim(name, None)
-        path = self.join(name)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        os.chmod(path, 0o700)
-        return path
+        return private_dir(self.join(name))
 
     def private_file(self, name: str, *companions: str) -> str:
         """The listed file ``name`` whose content the caller manages (a database), created
@@ -168,8 +187,7 @@ class StateDir:
         with os.fdopen(fd, "w") as handle:
             os.fchmod(handle.fileno(), 0o600)
             json.dump(self._marker(), handle)
-        os.mkdir(self.join(_TMP), 0o700)
-        os.chmod(self.join(_TMP), 0o700)
+        private_dir(self.join(_TMP))
 
     def _marker(self) -> dict:
         return {"written-by": _WRITER, "entries": dict(sorted(self._entries.items()))}
@@ -217,15 +235,4 @@ class StateDir:
         self._replace(self.join(MARKER), json.dumps(self._marker()).encode("utf-8"))
 
     def _replace(self, path: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.join(_TMP), prefix=os.path.basename(path) + ".")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_private(path, data, self.join(_TMP))

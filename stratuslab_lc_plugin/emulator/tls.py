@@ -21,29 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateAuthority", "write_private"]
+from .statedir import private_dir, write_private
+
+__all__ = ["CertificateAuthority"]
 
 _VALIDITY = datetime.timedelta(days=3650)
-
-
-def write_private(path: str, data: bytes) -> None:
-    """Write a file atomically (temp file + rename), 0600 whatever the umask."""
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)  # whatever the umask
 
 
 def _key_pem(key) -> bytes:
@@ -65,7 +47,7 @@ class CertificateAuthority:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        _private_dir(directory)
+        private_dir(directory)
         self.ca_path = os.path.join(directory, "ca.pem")
         self.ca_key_path = os.path.join(directory, "ca-key.pem")
         self.server_cert_path = os.path.join(directory, "server.pem")
@@ -154,7 +136,7 @@ class CertificateAuthority:
     def client_pair(self, user: str) -> Tuple[str, str]:
         """(certificate path, key path) for ``user`` (CN = user name), issued when missing."""
         users_dir = os.path.join(self.directory, "users")
-        _private_dir(users_dir)
+        private_dir(users_dir)
         stem = user if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user) and not user.startswith(".") \
             else "u-" + user.encode("utf-8").hex()[:120]
         cert_path = os.path.join(users_dir, stem + ".pem")

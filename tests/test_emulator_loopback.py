@@ -12,8 +12,6 @@ import ipaddress
 import os
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import xmlrpc.client
 

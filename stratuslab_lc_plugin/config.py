@@ -41,7 +41,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Iterable, Mapping, Optional, Union
+from typing import IO, Callable, Iterable, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 from stratuslab_lc_plugin.errors import ConfigurationError
@@ -54,9 +54,12 @@ __all__ = [
     "LocationConfig",
     "SizeSpec",
     "UserConfig",
+    "ARGUMENTS_SOURCE",
+    "config_from_arguments",
     "default_config_path",
     "load_user_config",
     "normalise_compute_endpoint",
+    "resolve_configuration",
     "normalise_marketplace_endpoint",
     "normalise_pdisk_endpoint",
 ]
@@ -313,20 +316,125 @@ def default_config_path() -> str:
     return os.path.join(os.path.expanduser("~"), ".stratuslab", "stratuslab-user.cfg")
 
 
-def load_user_config(source: Source = None, default_location: Optional[str] = None) -> UserConfig:
+def load_user_config(source: Source = None, default_location: Optional[str] = None,
+                     key: Optional[str] = None) -> UserConfig:
     """Read and check a user configuration file.
 
     ``source`` is a path, a file-like object (text or bytes; named by its ``name`` attribute
     or ``"<stream>"``) or ``None`` for :func:`default_config_path`. ``default_location``
-    names the default section; ``None`` or ``""`` means the file's choice, and ``"default"``
-    too (``selected_section``, else ``[default]``), so that the driver key ``'default'``
-    follows the file.
+    names the default section, which must exist. ``key`` (the driver's first argument)
+    selects the default section when it names one and is ignored otherwise, as the 14.06
+    driver ignored it (its examples pass ``'unused-key'``). Without either, the file
+    chooses: ``selected_section``, else ``[default]``; ``"default"`` means that choice too.
     """
     text, name, mode, base_dir = _read_source(source)
     parsed = _parse(text, name)
     if mode is not None:
         _warn_if_exposed(name, mode, parsed)
+    if not default_location and key and key != DEFAULT_SECTION and key in parsed.sections \
+            and key != INSTANCE_TYPES_SECTION:
+        default_location = key
     return _build(parsed, name, base_dir, default_location)
+
+
+def resolve_configuration(
+    key: Optional[str],
+    secret: Optional[str] = None,
+    host: Optional[str] = None,
+    port: Optional[int] = None,
+    secure: bool = True,
+    path: Optional[str] = None,
+    user_config: Source = None,
+    default_location: Optional[str] = None,
+    endpoints: Optional[Mapping[str, Optional[str]]] = None,
+) -> UserConfig:
+    """The configuration a driver's constructor arguments ask for, in this order of precedence:
+
+    1. ``user_config`` (a path or file-like object): that file; ``key`` selects a section
+       when it names one; ``host``, ``secret`` and ``port`` are not used.
+    2. ``host``: one location from the arguments (:func:`config_from_arguments`): ``key``
+       is the user name, ``secret`` the password; ``endpoints`` may give
+       ``pdisk_endpoint``, ``marketplace_endpoint`` and ``ca_certs_path``.
+    3. otherwise the file named by ``$STRATUSLAB_USER_CONFIG``, else
+       ``~/.stratuslab/stratuslab-user.cfg``, as in 1.
+    """
+    extras = {name: value for name, value in (endpoints or {}).items() if value is not None}
+    if user_config is None and host:
+        # Tools pass what they read from ini files: "False", "8443".
+        secure = _argument_bool(secure, "secure")
+        if isinstance(port, str) and port.strip().isdigit():
+            port = int(port)
+        if default_location:
+            raise ConfigurationError(
+                "stratuslab_default_location names a section of a configuration file; with host=%r "
+                "the driver has one location, made from the arguments" % host, path=ARGUMENTS_SOURCE,
+            )
+        return config_from_arguments(username=key, password=secret, host=host, port=port, secure=secure,
+                                     path=path, **extras)
+    if extras:
+        raise TypeError("%s apply only with host= (a location made from the arguments); "
+                        "put them in the configuration file instead"
+                        % ", ".join("ex_" + name for name in sorted(extras)))
+    return load_user_config(user_config, default_location, key=key)
+
+
+#: The name configurations built from constructor arguments go by in messages.
+ARGUMENTS_SOURCE = "<constructor arguments>"
+
+
+def config_from_arguments(
+    *,
+    username: Optional[str],
+    password: Optional[str],
+    host: str,
+    port: Optional[int] = None,
+    secure: bool = True,
+    path: Optional[str] = None,
+    pdisk_endpoint: Optional[str] = None,
+    marketplace_endpoint: Optional[str] = None,
+    ca_certs_path: Optional[str] = None,
+    user_public_key_file: Optional[str] = None,
+    user_private_key_file: Optional[str] = None,
+) -> UserConfig:
+    """One location (named after ``host``) from a user name, a password and a front end.
+
+    The endpoints follow the configuration file's rules (spec §1.6): ``host[:port]`` alone
+    is the compute endpoint ``https://host:2634/xmlrpc`` with pdisk at ``https://host:8445``;
+    with ``path`` (e.g. ``/one-proxy/xmlrpc``) it is ``https://host[:port]/path`` with pdisk
+    at ``/pdisk`` of the same front end; ``secure=False`` means http. Values are checked as
+    the file's are; errors name :data:`ARGUMENTS_SOURCE`.
+    """
+    if not isinstance(host, str) or not host.strip():
+        raise ConfigurationError("%s: host must be a host name or address" % ARGUMENTS_SOURCE,
+                                 path=ARGUMENTS_SOURCE)
+    host = host.strip()
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        raise ConfigurationError("%s: port must be 1 to 65535, not %r" % (ARGUMENTS_SOURCE, port),
+                                 path=ARGUMENTS_SOURCE)
+    if path:
+        endpoint = "%s://%s/%s" % ("https" if secure else "http", "%s:%d" % (host, port) if port else host,
+                                   path.lstrip("/"))
+    elif secure:
+        endpoint = "%s:%d" % (host, port) if port else host
+    else:
+        endpoint = "http://%s:%d/xmlrpc" % (host, port or COMPUTE_DEFAULT_PORT)
+    section = host.strip("[]")
+    values = {
+        "endpoint": endpoint,
+        "pdisk_endpoint": pdisk_endpoint,
+        "marketplace_endpoint": marketplace_endpoint,
+        "username": username,
+        "password": password,
+        "ca_certs_path": ca_certs_path,
+        "user_public_key_file": user_public_key_file,
+        "user_private_key_file": user_private_key_file,
+    }
+    parsed = _Parsed()
+    parsed.sections = {
+        DEFAULT_SECTION: {"selected_section": section},
+        section: {key: str(value) for key, value in values.items() if value not in (None, "")},
+    }
+    return _build(parsed, ARGUMENTS_SOURCE, os.getcwd(), section)
 
 
 def _read_source(source: Source) -> tuple[str, str, Optional[int], str]:
@@ -349,19 +457,19 @@ def _read_source(source: Source) -> tuple[str, str, Optional[int], str]:
                         % type(source).__name__)
     name = getattr(source, "name", None)
     name = name if isinstance(name, str) and name else STREAM_NAME
-    mode = None
+    stream_mode: Optional[int] = None
     try:
         fileno = source.fileno()
     except (AttributeError, OSError, ValueError):
         pass
     else:
-        mode = os.fstat(fileno).st_mode
-        if not stat.S_ISREG(mode):
-            mode = None
-    data = source.read()
-    text = _decode(data, name) if isinstance(data, bytes) else data
+        stream_mode = os.fstat(fileno).st_mode
+        if not stat.S_ISREG(stream_mode):
+            stream_mode = None
+    content: Union[str, bytes] = source.read()
+    text = _decode(content, name) if isinstance(content, bytes) else content
     base_dir = os.path.dirname(os.path.abspath(name)) if os.path.isfile(name) else os.getcwd()
-    return text, name, mode, base_dir
+    return text, name, stream_mode, base_dir
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -570,8 +678,8 @@ def _location(parsed: _Parsed, name: str, base_dir: str, section: str) -> Locati
     pdisk_endpoint = (
         _checked(values, "pdisk_endpoint", normalise_pdisk_endpoint)
         if values.get("pdisk_endpoint")
-        else _derive_pdisk(endpoint, values.get("endpoint"))
-    )
+        else None
+    ) or _derive_pdisk(endpoint, values.get("endpoint"))
     marketplace_endpoint = _checked(values, "marketplace_endpoint", normalise_marketplace_endpoint)
     username, password = values.get("username"), values.get("password")
     return LocationConfig(
@@ -605,7 +713,7 @@ def _path(values: _Values, key: str, base_dir: str) -> Optional[str]:
     return os.path.join(base_dir, os.path.expanduser(value))
 
 
-def _checked(values: _Values, key: str, normalise) -> Optional[str]:
+def _checked(values: _Values, key: str, normalise: Callable[[str], str]) -> Optional[str]:
     value = values.get(key)
     if value is None:
         return None
@@ -618,13 +726,24 @@ def _checked(values: _Values, key: str, normalise) -> Optional[str]:
 def _derive_pdisk(compute: Optional[str], raw: Optional[str]) -> str:
     # 14.06 fell back to the compute endpoint verbatim, which for a URL such as
     # https://h/one-proxy/xmlrpc is not a pdisk URL; pdisk lives at /pdisk on the same front end.
-    if not compute:
+    if not compute or not raw:
         return ""
     if "://" in raw:
         parts = urlsplit(compute)
         return "%s://%s/pdisk" % (parts.scheme.lower(), parts.netloc)
     host, _port = _host_port(raw)
     return "https://%s:%d" % (host, PDISK_DEFAULT_PORT)
+
+
+def _argument_bool(value: object, what: str) -> bool:
+    if isinstance(value, str):
+        if value.strip().lower() in _TRUE:
+            return True
+        if value.strip().lower() in _FALSE:
+            return False
+        raise ConfigurationError("%s: %s must be true or false, not %r" % (ARGUMENTS_SOURCE, what, value),
+                                 path=ARGUMENTS_SOURCE)
+    return bool(value)
 
 
 def _boolean(values: _Values, key: str, default: Optional[bool]) -> Optional[bool]:

@@ -20,6 +20,8 @@ found before anything is sent, are ``ValueError`` or ``TypeError``; a failed
         +-- RedirectRefusedError             a 3xx answer: redirects are not followed
         +-- ServiceUnavailableError (libcloud ServiceUnavailableError)   timed_out
         +-- ProtocolError (MalformedResponseError)     an answer that does not parse
+    +-- KeyPairNotFoundError (KeyPairDoesNotExistError), KeyPairExistsError (KeyPairError)
+    +-- ScriptFailedError                    a deployment script exited non-zero
     NodeDeploymentError (DeploymentError)    phase, node; .value is the original exception
 
 ``str(error)``, ``error.value`` and ``error.message`` are the same text, which starts with
@@ -32,12 +34,16 @@ answered).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError, ProviderError
 from libcloud.common.types import ServiceUnavailableError as LibcloudServiceUnavailableError
-from libcloud.compute.types import DeploymentError
+from libcloud.compute.types import DeploymentError, KeyPairDoesNotExistError, KeyPairError
+
+if TYPE_CHECKING:
+    from libcloud.common.base import BaseDriver
+    from libcloud.compute.base import Node
 
 __all__ = [
     "StratusLabError",
@@ -52,6 +58,8 @@ __all__ = [
     "RedirectRefusedError",
     "ServiceUnavailableError",
     "ProtocolError",
+    "KeyPairNotFoundError",
+    "KeyPairExistsError",
     "ScriptFailedError",
     "NodeDeploymentError",
 ]
@@ -64,9 +72,6 @@ class StratusLabError(LibcloudError):
     or remote call), ``code`` and ``remote_message`` (what the service said, if anything).
     """
 
-    #: The HTTP status Libcloud's class of this error stands for, when it has one.
-    default_http_code: Optional[int] = None
-
     def __init__(
         self,
         message: str,
@@ -75,12 +80,11 @@ class StratusLabError(LibcloudError):
         operation: Optional[str] = None,
         code: Optional[int] = None,
         remote_message: Optional[str] = None,
-        http_code: Optional[int] = None,
-        driver: object = None,
+        driver: Optional["BaseDriver"] = None,
     ) -> None:
         # Libcloud's constructors are not chained: with several Libcloud bases their
         # signatures differ (BaseHTTPError takes the code first), so the attributes
-        # they define are set here, once.
+        # they define are set here and in ServiceError, once.
         Exception.__init__(self, message)
         self.value = message
         self.driver = driver
@@ -88,8 +92,6 @@ class StratusLabError(LibcloudError):
         self.operation = operation
         self.code = code
         self.remote_message = remote_message
-        self.http_code = http_code if http_code is not None else self.default_http_code
-        self.headers = None  # BaseHTTPError's
 
     @property
     def message(self) -> str:
@@ -138,7 +140,30 @@ class SSHKeyError(ConfigurationError):
 
 
 class ServiceError(StratusLabError, ProviderError, BaseHTTPError):
-    """A remote service answered with an error (an HTTP status or an OpenNebula error)."""
+    """A remote service answered with an error (an HTTP status or an OpenNebula error).
+
+    ``http_code`` is the HTTP status of the answer (Libcloud's ``ProviderError``).
+    """
+
+    #: The HTTP status Libcloud's class of this error stands for, when it has one.
+    default_http_code: Optional[int] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: Optional[str] = None,
+        operation: Optional[str] = None,
+        code: Optional[int] = None,
+        remote_message: Optional[str] = None,
+        http_code: Optional[int] = None,
+        driver: Optional["BaseDriver"] = None,
+    ) -> None:
+        super().__init__(message, location=location, operation=operation, code=code,
+                         remote_message=remote_message, driver=driver)
+        # None when no answer carried a status: ProviderError's annotation says int.
+        self.http_code = http_code if http_code is not None else self.default_http_code  # type: ignore[assignment]
+        self.headers = None  # BaseHTTPError's
 
 
 class AuthenticationError(ServiceError, InvalidCredsError):
@@ -179,9 +204,7 @@ class RedirectRefusedError(ServiceError):
     does not say. ``target`` is the ``Location`` the service gave (without its query).
     """
 
-    def __init__(self, message: str, *, target: Optional[str] = None, **kwargs) -> None:
-        super().__init__(message, **kwargs)
-        self.target = target
+    target: Optional[str] = None
 
 
 class ServiceUnavailableError(ServiceError, LibcloudServiceUnavailableError):
@@ -195,23 +218,35 @@ class ServiceUnavailableError(ServiceError, LibcloudServiceUnavailableError):
     """
 
     default_http_code = 503
-
-    def __init__(self, message: str, *, timed_out: bool = False, **kwargs) -> None:
-        super().__init__(message, **kwargs)
-        self.timed_out = timed_out
-        self.client_token: Optional[str] = None
+    timed_out: bool = False
+    client_token: Optional[str] = None
 
 
 class ProtocolError(ServiceError, MalformedResponseError):
     """The service answered something that does not follow its protocol (garbage, bad XML).
 
     ``body`` (Libcloud's attribute) is left empty: an answer may hold credentials or be large.
+    ``client_token`` is set as for :class:`ServiceUnavailableError`.
     """
 
-    def __init__(self, message: str, **kwargs) -> None:
-        super().__init__(message, **kwargs)
-        self.body = None
-        self.client_token: Optional[str] = None
+    body = None
+    client_token: Optional[str] = None
+
+
+class KeyPairNotFoundError(StratusLabError, KeyPairDoesNotExistError):
+    """No key pair of that ``name`` in the driver's key store (Libcloud's KeyPairDoesNotExistError)."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message, operation="get_key_pair")
+        self.name = name
+
+
+class KeyPairExistsError(StratusLabError, KeyPairError):
+    """A key pair of that ``name`` exists already: it is never overwritten."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message, operation="create_key_pair")
+        self.name = name
 
 
 class ScriptFailedError(StratusLabError):
@@ -239,12 +274,12 @@ class NodeDeploymentError(DeploymentError):
 
     def __init__(
         self,
-        node: object,
+        node: "Node",
         message: str,
         *,
         phase: str,
         original_exception: BaseException,
-        driver: object = None,
+        driver: Optional["BaseDriver"] = None,
         host: Optional[str] = None,
         port: Optional[int] = None,
         exit_status: Optional[int] = None,

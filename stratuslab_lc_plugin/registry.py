@@ -28,8 +28,10 @@ Rules, applied per type in the order importlib.metadata lists distributions (the
 * An entry point whose name or ``module:Class`` target is not usable, or whose module
   cannot be found (checked without importing it), is ``malformed``.
 * Every entry point that is not registered is logged as a warning, once per process.
-* A registered name ``foo`` also becomes ``Provider.FOO = 'foo'`` on that type's
-  ``Provider`` class when the attribute is free, so ``get_driver(Provider.FOO)`` works.
+* A registered name ``foo`` also becomes a member ``Provider.FOO`` (value ``'foo'``) of
+  that type's ``Provider`` enum when the name is free (:func:`add_provider_member`), so
+  ``get_driver(Provider.FOO)``, ``Provider['FOO']``, ``Provider('foo')`` and iterating
+  ``Provider`` work as for Libcloud's own providers.
 
 Old scripts
 -----------
@@ -63,6 +65,7 @@ import re
 import sys
 import warnings
 from dataclasses import asdict, dataclass, replace
+from enum import EnumMeta
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 __all__ = [
@@ -76,6 +79,7 @@ __all__ = [
     "DriverRecord",
     "PluginEntry",
     "ProviderAlreadyRegisteredError",
+    "add_provider_member",
     "available_drivers",
     "entry_point_group",
     "register",
@@ -368,13 +372,58 @@ def _apply(module: Any, driver_type: str, decisions: Sequence[_Decision]) -> Non
             drivers[name] = entry
         attribute = name.upper()
         if provider_class is not None and attribute.isidentifier() and not hasattr(provider_class, attribute):
-            try:
-                setattr(provider_class, attribute, name)
-            except Exception:  # an unusual Provider class; get_driver('name') still works
-                LOG.debug("could not add %s.%s", getattr(provider_class, "__name__", "Provider"), attribute)
+            add_provider_member(provider_class, attribute, name)
     original = getattr(module, "set_driver", None)
     if wanted and callable(original) and not getattr(original, _WRAPPED, False):
         module.set_driver = _make_set_driver(module, driver_type, original)
+
+
+def add_provider_member(provider_class: Any, attribute: str, value: str) -> Any:
+    """Make ``provider_class.<attribute>`` (Libcloud's ``Provider``) stand for ``value``.
+
+    Libcloud 3's ``Provider`` is a ``str`` Enum, so the constant is added as a real member:
+    it is iterated, ``Provider['NAME']`` and ``Provider('name')`` find it, and it is an
+    instance of the class, like Libcloud's own. Enums do not offer that, so the member is
+    put in the class's member tables as ``EnumType`` itself does (checked on Python 3.9 to
+    3.13); the result is verified, and when anything differs the member is taken out again
+    and a plain ``str`` attribute is set instead (``get_driver(Provider.NAME)`` works either
+    way). Returns what was set.
+    """
+    try:
+        if isinstance(provider_class, EnumMeta) and issubclass(provider_class, str):
+            member = _enum_member(provider_class, attribute, value)
+            if member is not None:
+                return member
+        setattr(provider_class, attribute, value)
+        return value
+    except Exception:  # an unusual Provider class; get_driver('name') still works
+        LOG.debug("could not add %s.%s", getattr(provider_class, "__name__", "Provider"), attribute)
+        return None
+
+
+def _enum_member(cls: Any, name: str, value: str) -> Any:
+    member = str.__new__(cls, value)
+    member._name_ = name
+    member._value_ = value
+    member.__objclass__ = cls
+    member._sort_order_ = len(cls._member_names_)
+    member.__init__(value)
+    cls._member_names_.append(name)
+    cls._member_map_[name] = member
+    cls._value2member_map_[value] = member
+    type.__setattr__(cls, name, member)  # EnumType.__setattr__ refuses to bind members
+    try:
+        works = (cls[name] is member and cls(value) is member and getattr(cls, name) is member
+                 and list(cls)[-1] is member and member.value == value and isinstance(member, cls))
+    except Exception:
+        works = False
+    if not works:
+        cls._member_names_.remove(name)
+        del cls._member_map_[name]
+        del cls._value2member_map_[value]
+        type.__delattr__(cls, name)
+        return None
+    return member
 
 
 def register_providers_module(module: Any, driver_type: str) -> list[DriverRecord]:

@@ -25,6 +25,22 @@ def cloud(tmp_path_factory):
         yield running
 
 
+@pytest.fixture(scope="session")
+def legacy():
+    """The StratusLab 14.06 software (Python 2.7, tests/legacy), or a skip saying why not.
+
+    ``STRATUSLAB_REQUIRE_LEGACY=1`` (CI) turns the skip into a failure.
+    """
+    from legacy import harness
+
+    try:
+        return harness.prepare()
+    except harness.LegacyUnavailable as exc:
+        if os.environ.get("STRATUSLAB_REQUIRE_LEGACY") == "1":
+            pytest.fail("14.06 software required but unavailable: %s" % exc)
+        pytest.skip("14.06 software unavailable: %s" % exc)
+
+
 @pytest.fixture
 def driver(cloud):
     from libcloud.compute.providers import get_driver

@@ -13,7 +13,6 @@ skip into a failure, for CI.
 
 from __future__ import annotations
 
-import os
 import time
 import xml.etree.ElementTree as ET
 from typing import Callable, Dict, List, Optional
@@ -42,16 +41,6 @@ DELAY = 0.05
 # ---------------------------------------------------------------------------------------
 # fixtures
 # ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def legacy():
-    try:
-        return harness.prepare()
-    except harness.LegacyUnavailable as exc:
-        if os.environ.get("STRATUSLAB_REQUIRE_LEGACY") == "1":
-            pytest.fail("14.06 software required but unavailable: %s" % exc)
-        pytest.skip("14.06 software unavailable: %s" % exc)
-
 
 @pytest.fixture(scope="module")
 def cloud(legacy, tmp_path_factory):

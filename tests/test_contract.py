@@ -25,7 +25,7 @@ from libcloud.common.types import ServiceUnavailableError as LibcloudServiceUnav
 from libcloud.compute.base import Node, NodeLocation, StorageVolume
 from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.providers import get_driver
-from libcloud.compute.types import DeploymentError, NodeState
+from libcloud.compute.types import DeploymentError, KeyPairDoesNotExistError, KeyPairError, NodeState
 from libcloud.test import MockHttp
 
 from stratuslab_lc_plugin import __version__, errors
@@ -353,6 +353,8 @@ LIBCLOUD_BASES = {
     "ServiceUnavailableError": (LibcloudServiceUnavailableError, ProviderError, BaseHTTPError),
     "ProtocolError": (MalformedResponseError, ProviderError, BaseHTTPError),
     "ScriptFailedError": (LibcloudError,),
+    "KeyPairNotFoundError": (KeyPairDoesNotExistError, KeyPairError),
+    "KeyPairExistsError": (KeyPairError,),
     "NodeDeploymentError": (DeploymentError,),
 }
 
@@ -367,7 +369,7 @@ def test_every_public_exception_is_the_matching_libcloud_one():
 @pytest.mark.parametrize("name", [n for n in errors.__all__ if n not in ("NodeDeploymentError", "ScriptFailedError")])
 def test_value_message_and_str_stay_one_text(name):
     cls = getattr(errors, name)
-    error = cls("loc: it broke")
+    error = cls("loc: it broke", name="k") if name.startswith("KeyPair") else cls("loc: it broke")
     error.add_detail("; and more")
     assert str(error) == error.value == error.message == error.args[0] == "loc: it broke; and more"
     assert repr(error) == "<%s: loc: it broke; and more>" % name

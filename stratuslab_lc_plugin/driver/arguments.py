@@ -9,12 +9,12 @@ the whole location's VM pool from becoming unreadable.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional
 
 from libcloud.compute.base import NodeAuthPassword, NodeAuthSSHKey
 
 from stratuslab_lc_plugin.config import LocationConfig
-from stratuslab_lc_plugin.driver.convert import CLIENT_TOKEN_KEY
+from stratuslab_lc_plugin.driver.convert import CLIENT_TOKEN_KEY, KEY_NAME_KEY
 from stratuslab_lc_plugin.errors import ConfigurationError
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
 from stratuslab_lc_plugin.services.vmtemplate import CONTEXT_KEY, MAX_NAME_LENGTH, check_value
@@ -45,12 +45,61 @@ MAX_VOLUME_SIZE = 1024
 VISIBILITIES = ("private", "public")
 
 
-def vm_id(node_id: Union[str, int]) -> int:
+def vm_id(node_id: object) -> int:
     """The OpenNebula VM number a node id stands for; anything else is a ValueError."""
     text = str(node_id) if isinstance(node_id, int) and not isinstance(node_id, bool) else node_id
     if not isinstance(text, str) or not VM_ID.fullmatch(text) or int(text) > _MAX_VM_ID:
         raise ValueError("%r is not a StratusLab node id (an OpenNebula VM number)" % (node_id,))
     return int(text)
+
+
+def no_other_arguments(method: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments ``method`` does not know, but those starting with ``__``.
+
+    Salt's ``libcloud_compute`` module hands its own call metadata (``__pub_fun``,
+    ``__pub_jid``...) on to ``list_nodes``, ``reboot_node`` and ``destroy_node``.
+    """
+    unknown = sorted(name for name in kwargs if not name.startswith("__"))
+    if unknown:
+        raise TypeError("%s() got unexpected keyword arguments: %s" % (method, ", ".join(unknown)))
+
+
+#: create_node arguments of other clouds that mean nothing here when they ask for nothing.
+_EMPTY_PORTABLE = {"security_groups": ("default",), "security_group": ("default",), "networks": ()}
+
+
+def portable_create_arguments(kwargs: Mapping[str, Any]) -> List[str]:
+    """Check ``create_node`` arguments written for other clouds; return those ignored.
+
+    An unknown ``ex_`` argument is a mistake (``TypeError``). Security groups and networks
+    that ask for something StratusLab cannot give are refused (``ValueError``); empty ones
+    and ``'default'`` are accepted. Any other argument (ElastiCluster passes its whole node
+    configuration) is returned, to be ignored with a warning.
+    """
+    typos = sorted(name for name in kwargs if name.startswith("ex_"))
+    if typos:
+        raise TypeError("create_node() got unexpected arguments: %s" % ", ".join(typos))
+    ignored = []
+    for name, value in kwargs.items():
+        if name.startswith("__"):
+            continue
+        if name in _EMPTY_PORTABLE:
+            values = [value] if isinstance(value, str) else list(value or [])
+            wanted = [v for v in values if getattr(v, "id", v) not in _EMPTY_PORTABLE[name]]
+            if wanted:
+                raise ValueError(
+                    "create_node(%s=%r): StratusLab has no %s; a VM's network is ex_network "
+                    "(public, local or private) and its open ports are its image's"
+                    % (name, value, "networks to choose" if name == "networks" else "security groups")
+                )
+            continue
+        ignored.append(name)
+    return sorted(ignored)
+
+
+def same_public_key(first: str, second: str) -> bool:
+    """Whether two OpenSSH public key texts hold the same key (comments aside)."""
+    return first.split()[:2] == second.split()[:2]
 
 
 def check_disk_id(volume_id: Any) -> str:
@@ -95,7 +144,7 @@ def check_context(context: Optional[Mapping[str, Any]]) -> Dict[str, str]:
     for key, value in (context or {}).items():
         if not isinstance(key, str) or not CONTEXT_KEY.fullmatch(key):
             raise ValueError("ex_context key %r must be letters, digits and '_'" % (key,))
-        if key.upper() in ("TARGET", "PUBLIC_KEY", CLIENT_TOKEN_KEY):
+        if key.upper() in ("TARGET", "PUBLIC_KEY", CLIENT_TOKEN_KEY, KEY_NAME_KEY):
             raise ValueError("ex_context key %r is set by the driver" % (key,))
         if value is None:
             raise ValueError("ex_context value of %r must not be None" % (key,))

@@ -9,13 +9,14 @@ a node's state is read from that answer: reading ``node.state`` makes no remote 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from libcloud.compute.base import Node, NodeAuthSSHKey, NodeImage, NodeLocation, NodeSize
+from libcloud.compute.base import Node, NodeAuthPassword, NodeAuthSSHKey, NodeImage, NodeLocation, NodeSize, StorageVolume
 
 from stratuslab_lc_plugin.config import LocationConfig, SizeSpec
 from stratuslab_lc_plugin.driver import arguments, convert, waiting
-from stratuslab_lc_plugin.driver.core import DriverCore, LocationArg, one_deadline, write_once
+from stratuslab_lc_plugin.driver.core import DriverCore, LocationArg, NodeList, one_deadline, write_once
 from stratuslab_lc_plugin.errors import InvalidStateError, ProtocolError, ServiceUnavailableError, StratusLabError
 from stratuslab_lc_plugin.services.marketplace import IMAGE_ID, ImageRecord, newest
 from stratuslab_lc_plugin.services.pdisk import DISK_ID
@@ -23,6 +24,10 @@ from stratuslab_lc_plugin.services.pool import LocationServices
 from stratuslab_lc_plugin.services.vmtemplate import DISKS_BUS_PREFIX, NETWORKS, VmSpec, check_value, cloud_init_context, render
 
 __all__ = ["ComputeMixin"]
+
+# The driver method of each ONE action, for messages.
+_ACTION_METHODS = {"finalize": "destroy_node", "reboot": "reboot_node", "stop": "stop_node", "resume": "start_node",
+                   "suspend": "ex_suspend_node", "shutdown": "ex_shutdown_node"}
 
 # ONE 3.2 actions and the states that allow them, for errors that say what would work.
 _ACTION_NEEDS = {
@@ -39,22 +44,25 @@ class ComputeMixin(DriverCore):
 
     # -- locations and sizes (configuration only, no remote call) -------------------------
 
-    def list_locations(self) -> List[NodeLocation]:
+    def list_locations(self, **kwargs: object) -> List[NodeLocation]:
+        arguments.no_other_arguments("list_locations", kwargs)
         return [convert.to_location(loc, self) for loc in self._config.locations.values()]
 
-    def list_sizes(self, location: LocationArg = None) -> List[NodeSize]:
+    def list_sizes(self, location: LocationArg = None, **kwargs: object) -> List[NodeSize]:
+        arguments.no_other_arguments("list_sizes", kwargs)
         if location is not None:
             self.location_config(location)  # sizes do not depend on it, but it must exist
         return [convert.to_size(spec, self) for spec in self._config.sizes.values()]
 
     # -- images -----------------------------------------------------------------------------
 
-    def list_images(self, location: LocationArg = None) -> List[NodeImage]:
+    def list_images(self, location: LocationArg = None, **kwargs: object) -> List[NodeImage]:
         """The valid images of the location's Marketplace, one per image id.
 
         When several endorsers vouch for the same image, the newest endorsement describes
         it and ``extra['endorsers']`` lists them all.
         """
+        arguments.no_other_arguments("list_images", kwargs)
         services = self._services(location)
         by_id: Dict[str, List[ImageRecord]] = {}
         for record in services.marketplace.list_images():
@@ -67,16 +75,18 @@ class ComputeMixin(DriverCore):
 
     # -- nodes ------------------------------------------------------------------------------
 
-    def list_nodes(self, ex_location: LocationArg = None, ex_partial: bool = False) -> List[Node]:
+    def list_nodes(self, ex_location: LocationArg = None, ex_partial: bool = False,  # type: ignore[override]
+                   **kwargs: object) -> NodeList[Node]:
         """Every node of every location, or of ``ex_location`` only.
 
         Locations are asked concurrently. When one fails, the error names it; with
         ``ex_partial=True`` the nodes of the others are returned in a :class:`NodeList`
         whose ``failures`` say which locations failed and why.
         """
+        arguments.no_other_arguments("list_nodes", kwargs)
         return self._each_location("list_nodes", self._list_location_nodes, ex_location, ex_partial)
 
-    def ex_get_node(self, node_id: Union[str, int], location: LocationArg = None) -> Node:
+    def ex_get_node(self, node_id: Union[str, int, None], location: LocationArg = None) -> Node:
         """The node of VM ``node_id`` of ``location`` (default: the default location)."""
         vm = arguments.vm_id(node_id)
         return self._fetch_node(self.location_config(location), vm)
@@ -86,18 +96,20 @@ class ComputeMixin(DriverCore):
         self,
         name: str,
         size: Union[NodeSize, str],
-        image: Union[NodeImage, str, Any],
+        image: Union[NodeImage, StorageVolume, str],
         location: LocationArg = None,
-        auth: Optional[NodeAuthSSHKey] = None,
+        auth: Union[NodeAuthSSHKey, NodeAuthPassword, None] = None,
         ex_network: str = "public",
-        ex_context: Optional[Dict[str, Any]] = None,
+        ex_context: Optional[Mapping[str, object]] = None,
         ex_cloud_init: Optional[str] = None,
         ex_requirements: Optional[str] = None,
         ex_volatile_disk: Optional[int] = None,
-        ex_persistent_volumes: Sequence[Any] = (),
+        ex_persistent_volumes: Sequence[Union[StorageVolume, str]] = (),
         ex_disks_bus: Optional[str] = None,
         ex_client_token: Optional[str] = None,
-        **kwargs: Any,
+        ex_keyname: Optional[str] = None,
+        ex_userdata: Optional[str] = None,
+        **kwargs: object,
     ) -> Node:
         """Start a VM and return its node (state pending, with its IP address).
 
@@ -114,11 +126,14 @@ class ComputeMixin(DriverCore):
         :param ex_disks_bus: ``ide``, ``scsi`` or ``virtio`` for images that do not say.
         :param ex_client_token: makes retries of this call idempotent: a VM already
             created with this token is returned instead of a new one.
+        :param ex_keyname: a key pair of the driver's key store (``list_key_pairs``) whose
+            public key goes to the VM's context, instead of ``auth``.
+        :param ex_userdata: cloud-init user data, as on EC2 or OpenStack (the same as
+            ``ex_cloud_init``).
 
         Every argument is checked before any VM is created.
         """
-        if kwargs:
-            raise TypeError("create_node() got unexpected arguments: %s" % ", ".join(sorted(kwargs)))
+        ignored = arguments.portable_create_arguments(kwargs)
         services = self._services(location)
         loc = services.location
         spec_size = self._size_spec(size)
@@ -132,7 +147,18 @@ class ComputeMixin(DriverCore):
         if ex_disks_bus is not None and ex_disks_bus not in DISKS_BUS_PREFIX:
             raise ValueError("ex_disks_bus must be one of %s, not %r" % (", ".join(DISKS_BUS_PREFIX), ex_disks_bus))
         persistent = [_pdisk_source(loc, arguments.volume_id(v)) for v in ex_persistent_volumes]
-        public_key = arguments.public_key(auth, loc)
+        if ex_userdata is not None:
+            if ex_cloud_init is not None:
+                raise ValueError("give ex_userdata or ex_cloud_init (the same thing), not both")
+            ex_cloud_init = ex_userdata
+        if ex_keyname is not None:
+            key_name: Optional[str] = ex_keyname
+            public_key = self._stored_key(ex_keyname).public_key + "\n"
+            if auth is not None and not arguments.same_public_key(arguments.public_key(auth, loc), public_key):
+                raise ValueError("auth and ex_keyname=%r are different keys: give one" % ex_keyname)
+        else:
+            key_name = None if auth is not None else self._configured_key_name(loc)
+            public_key = arguments.public_key(auth, loc)
         token = ex_client_token or uuid.uuid4().hex
         if not arguments.CLIENT_TOKEN.fullmatch(token):
             raise ValueError("ex_client_token is 1 to 64 letters, digits, '-' or '_', not %r" % (token,))
@@ -141,6 +167,8 @@ class ComputeMixin(DriverCore):
         if loc.default_context_method == "cloud-init" or ex_cloud_init is not None:
             context.update(cloud_init_context(ex_cloud_init, public_key))
         context[convert.CLIENT_TOKEN_KEY] = token
+        if key_name:
+            context[convert.KEY_NAME_KEY] = key_name
         template = render(
             VmSpec(
                 cpu=spec_size.cpu,
@@ -159,29 +187,40 @@ class ComputeMixin(DriverCore):
                 inbound_ports=ports,
             )
         )
+        if ignored:
+            warnings.warn("create_node ignores %s: StratusLab has no such setting" % ", ".join(ignored),
+                          UserWarning, stacklevel=3)
         vm = self._allocate_once(services, template, token, check_first=ex_client_token is not None)
         return self._fetch_node(loc, vm)
 
-    def destroy_node(self, node: Node, ex_location: LocationArg = None) -> bool:
-        return self._vm_action(node, "finalize", ex_location)
+    def destroy_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
+        return self._vm_action(node, "finalize", ex_location, kwargs)
 
-    def reboot_node(self, node: Node, ex_location: LocationArg = None) -> bool:
-        return self._vm_action(node, "reboot", ex_location)
+    def reboot_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
+        return self._vm_action(node, "reboot", ex_location, kwargs)
 
-    def stop_node(self, node: Node, ex_location: LocationArg = None) -> bool:
+    def stop_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """Save the VM to the front end and stop it (ONE ``stop``); ``start_node`` resumes it."""
-        return self._vm_action(node, "stop", ex_location)
+        return self._vm_action(node, "stop", ex_location, kwargs)
 
-    def start_node(self, node: Node, ex_location: LocationArg = None) -> bool:
-        return self._vm_action(node, "resume", ex_location)
+    def start_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
+        return self._vm_action(node, "resume", ex_location, kwargs)
 
-    def ex_suspend_node(self, node: Node, ex_location: LocationArg = None) -> bool:
+    def ex_start_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
+        """``start_node`` under the name some Libcloud tools use (StackStorm's pack)."""
+        return self.start_node(node, ex_location, **kwargs)
+
+    def ex_stop_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
+        """``stop_node`` under the name some Libcloud tools use (StackStorm's pack)."""
+        return self.stop_node(node, ex_location, **kwargs)
+
+    def ex_suspend_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """Pause the VM, keeping it on its host (ONE ``suspend``); ``start_node`` resumes it."""
-        return self._vm_action(node, "suspend", ex_location)
+        return self._vm_action(node, "suspend", ex_location, kwargs)
 
-    def ex_shutdown_node(self, node: Node, ex_location: LocationArg = None) -> bool:
+    def ex_shutdown_node(self, node: Node, ex_location: LocationArg = None, **kwargs: object) -> bool:
         """Graceful (ACPI) shutdown; the VM ends as ``terminated``."""
-        return self._vm_action(node, "shutdown", ex_location)
+        return self._vm_action(node, "shutdown", ex_location, kwargs)
 
     def wait_until_running(
         self,
@@ -190,7 +229,7 @@ class ComputeMixin(DriverCore):
         timeout: float = 600,
         ssh_interface: str = "public_ips",
         force_ipv4: bool = True,
-        ex_list_nodes_kwargs: Optional[Dict[str, Any]] = None,
+        ex_list_nodes_kwargs: Optional[Dict[str, object]] = None,
     ) -> List[Tuple[Node, List[str]]]:
         """Libcloud's ``wait_until_running``: block until the nodes run with an address.
 
@@ -244,7 +283,8 @@ class ComputeMixin(DriverCore):
                 return vm.id
         return None
 
-    def _vm_action(self, node: Node, action: str, ex_location: LocationArg) -> bool:
+    def _vm_action(self, node: Node, action: str, ex_location: LocationArg, kwargs: Mapping[str, object]) -> bool:
+        arguments.no_other_arguments(_ACTION_METHODS[action], kwargs)
         location, vm = self._locate_node(node, ex_location)
         try:
             self._services(location).one.action(action, vm)
@@ -255,7 +295,7 @@ class ComputeMixin(DriverCore):
             raise
         return True
 
-    def _image_source(self, services: LocationServices, image: Any) -> Tuple[str, str, str, List[int]]:
+    def _image_source(self, services: LocationServices, image: object) -> Tuple[str, str, str, List[int]]:
         """DISK 0's source, driver and bus, and the image's inbound ports (spec §3.5)."""
         loc = services.location
         wanted = arguments.image_id(image)

@@ -22,6 +22,7 @@ from stratuslab_lc_plugin.services.pdisk import DiskRecord, Mount
 
 __all__ = [
     "CLIENT_TOKEN_KEY",
+    "KEY_NAME_KEY",
     "StratusLabNode",
     "StratusLabNodeSize",
     "node_state",
@@ -34,6 +35,8 @@ __all__ = [
 
 #: Context variable that carries the client token of ``create_node`` (see ``ex_client_token``).
 CLIENT_TOKEN_KEY = "LIBCLOUD_CLIENT_TOKEN"
+#: Context variable naming the key pair whose public key the VM got (``extra['key_name']``).
+KEY_NAME_KEY = "LIBCLOUD_KEY_NAME"
 
 # STATE -> NodeState, for every STATE but ACTIVE, which LCM_STATE refines (spec §2.5).
 _STATE = {
@@ -69,7 +72,7 @@ _LCM_STATE = {
 _NOT_THE_IMAGE = ("swap", "fs", "block")
 
 
-def node_state(state: int, lcm_state: int) -> str:
+def node_state(state: int, lcm_state: int) -> NodeState:
     """Libcloud's ``NodeState`` for an OpenNebula (STATE, LCM_STATE) pair."""
     if state == VmState.ACTIVE:
         return _LCM_STATE.get(lcm_state, NodeState.UNKNOWN)  # type: ignore[call-overload]
@@ -77,15 +80,50 @@ def node_state(state: int, lcm_state: int) -> str:
 
 
 class StratusLabNode(Node):
-    """A Libcloud ``Node`` whose ``uuid`` includes its location.
+    """A Libcloud ``Node`` whose ``uuid`` includes its location, with the 14.06 node's names.
 
     Node ids are OpenNebula VM ids, unique within a location only; Libcloud derives
     ``uuid`` from the id and driver type alone, so VM 7 of two clouds would share one.
+    ``location`` and ``host`` are as in the 14.06 driver, read from the node's last listing;
+    ``get_node_state()`` asks the cloud now (``node.state`` itself never does).
     """
 
     def get_uuid(self) -> str:
         key = "%s:%s:%s" % (self.extra.get("location"), self.id, self.driver.type)
         return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+    @property
+    def location(self) -> NodeLocation:
+        """The node's location (14.06: ``node.location``)."""
+        return to_location(self.driver.location_config(self.extra.get("location")), self.driver)
+
+    @property
+    def cached_state(self) -> NodeState:
+        """14.06's name for the state last read (here, ``state`` itself)."""
+        return self.state
+
+    @cached_state.setter
+    def cached_state(self, value: NodeState) -> None:
+        self.state = value
+
+    @property
+    def host(self) -> Optional[str]:
+        """The OpenNebula host the VM runs on (``extra['host']``), None before it is deployed."""
+        return self.extra.get("host")
+
+    def get_node_state(self) -> NodeState:
+        """The node's state as the cloud sees it now (one ``one.vm.info``); also updates this node."""
+        fresh = self.driver.ex_get_node(self.id, self.extra.get("location"))
+        self.state, self.public_ips, self.private_ips = fresh.state, fresh.public_ips, fresh.private_ips
+        self.extra = dict(fresh.extra)
+        return fresh.state
+
+    def get_vm_info(self) -> None:
+        """Not available: the 14.06 client's VM info object is gone."""
+        raise AttributeError(
+            "StratusLabNode.get_vm_info() returned the 14.06 client's VM object, which this driver "
+            "does not have: use driver.ex_get_node(node.id, node.extra['location']) and its extra"
+        )
 
 
 class StratusLabNodeSize(NodeSize):
@@ -93,13 +131,16 @@ class StratusLabNodeSize(NodeSize):
 
     ``disk`` is None, as in Libcloud's OpenNebula driver: an instance type fixes CPUs, RAM
     and a swap disk, while the root disk is the image's. The swap disk's size is
-    ``extra['swap']`` (MiB).
+    ``extra['swap']`` (MiB). The arguments are the 14.06 class's.
     """
 
-    def __init__(self, id: str, name: str, ram: Optional[int], cpu: Optional[int], swap: int,
-                 driver: Any, extra: Optional[Dict[str, Any]] = None) -> None:
-        super().__init__(id=id, name=name, ram=ram, disk=None, bandwidth=None, price=None, driver=driver,
-                         extra=dict(extra or {}, cpu=cpu, swap=swap))
+    def __init__(self, size_id: str, name: str, ram: Optional[int], disk: Optional[int] = None,
+                 bandwidth: Optional[int] = None, price: Optional[float] = None, driver: Any = None,
+                 cpu: Optional[int] = 1, extra: Optional[Dict[str, Any]] = None) -> None:
+        # None where StratusLab says nothing, as in Libcloud's OpenNebula driver (its
+        # annotations want numbers).
+        super().__init__(id=size_id, name=name, ram=ram, disk=disk, bandwidth=bandwidth,  # type: ignore[arg-type]
+                         price=price, driver=driver, extra=dict(extra or {}, cpu=cpu))  # type: ignore[arg-type]
         self.cpu = cpu
 
     def __repr__(self) -> str:
@@ -113,7 +154,7 @@ def to_location(location: LocationConfig, driver: Any) -> NodeLocation:
 
 
 def to_size(spec: SizeSpec, driver: Any) -> StratusLabNodeSize:
-    return StratusLabNodeSize(id=spec.name, name=spec.name, ram=spec.ram, cpu=spec.cpu, swap=spec.swap, driver=driver)
+    return StratusLabNodeSize(spec.name, spec.name, spec.ram, driver=driver, cpu=spec.cpu, extra={"swap": spec.swap})
 
 
 def to_image(record: ImageRecord, location: LocationConfig, driver: Any,
@@ -155,8 +196,8 @@ def to_node(vm: VmRecord, location: LocationConfig, driver: Any, sizes: Mapping[
     image_id = image_disk.source.rstrip("/").rsplit("/", 1)[-1] if image_disk and image_disk.source else None
     size_name = _size_name(vm, swap, sizes.values())
     cpus = vm.vcpu or (int(vm.cpu) if vm.cpu else None)
-    size = StratusLabNodeSize(id=size_name or "%s_size" % vm.id, name=size_name or "%s_size" % vm.id,
-                              ram=vm.memory, cpu=cpus, swap=swap, driver=driver)
+    size = StratusLabNodeSize(size_name or "%s_size" % vm.id, size_name or "%s_size" % vm.id, vm.memory,
+                              driver=driver, cpu=cpus, extra={"swap": swap})
     ssh_port = vm.template.get("SSH_PORT")
     return StratusLabNode(
         id=str(vm.id),
@@ -188,6 +229,12 @@ def to_node(vm: VmRecord, location: LocationConfig, driver: Any, sizes: Mapping[
             "image_source": image_disk.source if image_disk else None,
             "ssh_port": int(ssh_port) if ssh_port and ssh_port.isdigit() else 22,
             "client_token": vm.context.get(CLIENT_TOKEN_KEY),
+            # What tools written for EC2 or OpenStack read; StratusLab has no tags or
+            # security groups (a VM's inbound ports come from its image).
+            "key_name": vm.context.get(KEY_NAME_KEY),
+            "tags": {},
+            "security_group": [],
+            "security_groups": [],
         },
     )
 

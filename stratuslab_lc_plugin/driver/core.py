@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import os
 import threading
 import time
 import weakref
@@ -27,9 +28,15 @@ from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Sequence, 
 
 from libcloud.compute.base import Node, NodeDriver, NodeLocation, StorageVolume
 
-from stratuslab_lc_plugin.config import LocationConfig, UserConfig, load_user_config
+from stratuslab_lc_plugin.config import LocationConfig, UserConfig, default_config_path, resolve_configuration
 from stratuslab_lc_plugin.driver import arguments, convert, waiting
-from stratuslab_lc_plugin.errors import NotFoundError, ProtocolError, ServiceUnavailableError, StratusLabError
+from stratuslab_lc_plugin.errors import (
+    KeyPairNotFoundError,
+    NotFoundError,
+    ProtocolError,
+    ServiceUnavailableError,
+    StratusLabError,
+)
 from stratuslab_lc_plugin.services import deadline
 from stratuslab_lc_plugin.services.connection import (
     DEFAULT_TIMEOUT,
@@ -39,8 +46,9 @@ from stratuslab_lc_plugin.services.connection import (
 )
 from stratuslab_lc_plugin.services.one import gc_paused
 from stratuslab_lc_plugin.services.pool import LocationServices, ServicePool
+from stratuslab_lc_plugin.ssh.keystore import KeyStore, StoredKey
 
-__all__ = ["DriverCore", "LocationArg", "NodeList", "one_deadline", "refresh", "write_once"]
+__all__ = ["DriverCore", "LocationArg", "NodeList", "default_keypairs_dir", "one_deadline", "refresh", "write_once"]
 
 LocationArg = Union[NodeLocation, str, None]
 T = TypeVar("T")
@@ -50,13 +58,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_WORKERS_PER_LOCATION = 16
 
 
-class NodeList(list):  # type: ignore[type-arg]
+class NodeList(List[T]):
     """The nodes (or volumes) the locations gave, and why some did not.
 
     ``failures`` maps each location that failed to its exception (``ex_partial=True``).
     """
 
-    def __init__(self, items: Iterable[Any] = (), failures: Optional[Dict[str, Exception]] = None) -> None:
+    def __init__(self, items: Iterable[T] = (), failures: Optional[Dict[str, Exception]] = None) -> None:
         super().__init__(items)
         self.failures: Dict[str, Exception] = failures or {}
 
@@ -78,20 +86,28 @@ def one_deadline(method: F) -> F:
 class DriverCore(NodeDriver):
     """Configuration, locations, services, ownership checks and fan-out for the mixins.
 
-    :param key: the default location (a section of the configuration file); ``'default'``
-        means the file's own choice (``selected_section``, else ``[default]``).
+    Where the locations come from (see :func:`~stratuslab_lc_plugin.config.resolve_configuration`):
+
     :param stratuslab_user_config: path or file-like object of the user configuration
         (default ``$STRATUSLAB_USER_CONFIG``, else ``~/.stratuslab/stratuslab-user.cfg``).
-    :param stratuslab_default_location: the default location, overriding ``key``.
+    :param key: with a configuration file, the default location when it names a section
+        (ignored otherwise, as in the 14.06 driver); with ``host``, the user name.
+    :param secret: with ``host``, the password.
+    :param host: a StratusLab front end: one location made from the arguments, with
+        ``port``, ``secure`` (False: http), ``path`` (e.g. ``/one-proxy/xmlrpc``) and
+        ``ex_pdisk_endpoint``, ``ex_marketplace_endpoint``, ``ex_ca_certs_path``.
+    :param stratuslab_default_location: the default location (a section that must exist).
+    :param ex_keypairs_dir: where the key pairs of ``create_key_pair`` and
+        ``import_key_pair_from_*`` are kept (default: ``keypairs`` beside the default
+        configuration file, ``~/.stratuslab/keypairs``).
     :param timeout: seconds a call may take, retries included (None: Libcloud's 60).
     :param retries: extra attempts for idempotent calls after a transient failure (2).
     :param retry_delay: first pause between attempts, in seconds (0.2).
     :param backoff: multiplier of the pause after each attempt (2).
     :param proxy_url: an HTTP(S) proxy for every service of every location, as in Libcloud.
 
-    ``secret``, ``secure``, ``host`` and ``port`` are accepted as Libcloud's constructors
-    accept them and are never handed to a connection: where each service is comes from the
-    configuration.
+    ``secret``, ``secure``, ``host`` and ``port`` are never handed to a connection as
+    Libcloud's ``BaseDriver`` would: where each service is comes from the configuration.
     """
 
     name = "StratusLab"
@@ -111,18 +127,31 @@ class DriverCore(NodeDriver):
         *,
         stratuslab_user_config: Union[str, IO[str], None] = None,
         stratuslab_default_location: Optional[str] = None,
+        path: Optional[str] = None,
+        ex_pdisk_endpoint: Optional[str] = None,
+        ex_marketplace_endpoint: Optional[str] = None,
+        ex_ca_certs_path: Optional[str] = None,
+        ex_keypairs_dir: Optional[str] = None,
         timeout: Optional[float] = None,
         retries: int = 2,
         retry_delay: float = 0.2,
         backoff: float = 2.0,
         proxy_url: Optional[str] = None,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> None:
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds, not %r" % (timeout,))
-        self._config: UserConfig = load_user_config(stratuslab_user_config, stratuslab_default_location or key)
+        self._config: UserConfig = resolve_configuration(
+            key, secret, host, port, secure, path, stratuslab_user_config, stratuslab_default_location,
+            {"pdisk_endpoint": ex_pdisk_endpoint, "marketplace_endpoint": ex_marketplace_endpoint,
+             "ca_certs_path": ex_ca_certs_path},
+        )
+        self._key_store = KeyStore(
+            ex_keypairs_dir or default_keypairs_dir(),
+            [loc.user_public_key_file for loc in self._config.locations.values() if loc.user_public_key_file],
+        )
         self._transport = TransportSettings(float(timeout), RetryPolicy(retries, retry_delay, backoff), proxy_url)
         self._pool = ServicePool(self._transport, type(self).connectionCls, driver=self)
         self._workers: Dict[str, ThreadPoolExecutor] = {}
@@ -222,6 +251,25 @@ class DriverCore(NodeDriver):
                 )
         return location
 
+    # -- key pairs ------------------------------------------------------------------------
+
+    def _stored_key(self, name: str) -> StoredKey:
+        """The key pair ``name`` of the key store, or KeyPairNotFoundError."""
+        key = self._key_store.get(name)
+        if key is None:
+            raise KeyPairNotFoundError(
+                "key pair %r is neither in %s nor a configured user_public_key_file (list_key_pairs() "
+                "lists them)" % (name, self._key_store.directory), name=name,
+            )
+        return key
+
+    def _configured_key_name(self, location: LocationConfig) -> Optional[str]:
+        """The key pair name of the location's ``user_public_key_file``, when it is one."""
+        if not location.user_public_key_file:
+            return None
+        key = self._key_store.get_configured(location.user_public_key_file)
+        return key.name if key is not None else None
+
     # -- nodes as the cloud sees them now -------------------------------------------------
 
     def _fetch_node(self, location: LocationConfig, vm: int) -> convert.StratusLabNode:
@@ -245,7 +293,7 @@ class DriverCore(NodeDriver):
             except NotFoundError:
                 return {}
         wanted = set(vms)
-        return {int(n.id): n for n in self._list_location_nodes(location) if int(n.id) in wanted}
+        return {int(str(n.id)): n for n in self._list_location_nodes(location) if int(str(n.id)) in wanted}
 
     def _wait_running(self, targets: Sequence[Tuple[waiting.Target, Node]], ssh_interface: str,
                       force_ipv4: bool, timeout: float, wait_period: float,
@@ -263,7 +311,7 @@ class DriverCore(NodeDriver):
     # -- several locations at once ---------------------------------------------------------
 
     def _each_location(self, operation: str, function: Callable[[LocationConfig], List[T]],
-                       location: LocationArg, partial: bool) -> NodeList:
+                       location: LocationArg, partial: bool) -> NodeList[T]:
         """Concatenate ``function(location)`` over one location or all of them.
 
         Several locations are asked concurrently, each task keeping the caller's deadline.
@@ -291,7 +339,8 @@ class DriverCore(NodeDriver):
                 for loc in locations
             ]
             results = [future.result() for future in futures]
-        items, failures = NodeList(), {}
+        items: NodeList[T] = NodeList()
+        failures: Dict[str, Exception] = {}
         for loc, (result, error) in zip(locations, results):
             if error is not None:
                 failures[loc.id] = error
@@ -337,8 +386,13 @@ class DriverCore(NodeDriver):
     def __enter__(self) -> "DriverCore":
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def default_keypairs_dir() -> str:
+    """``keypairs`` beside the default user configuration (``~/.stratuslab/keypairs``)."""
+    return os.path.join(os.path.dirname(default_config_path()), "keypairs")
 
 
 def _stop_workers(workers: Dict[str, ThreadPoolExecutor], lock: threading.Lock, wait: bool) -> None:

@@ -1,4 +1,9 @@
-"""DeploymentMixin: ``deploy_node`` for StratusLab, and ``ex_deploy_node`` for a node that exists.
+"""DeploymentMixin: SSH access to nodes: key pairs, ``deploy_node``, ``ex_deploy_node``.
+
+Key pairs: StratusLab keeps no keys on the server, so Libcloud's key-pair API works on the
+driver's local key store (:mod:`~stratuslab_lc_plugin.ssh.keystore`); ``create_node(
+ex_keyname=...)`` puts that pair's public key in the VM's context, and ``deploy_node`` with
+``ex_keyname`` logs in with its private key when the store holds it.
 
 Why not Libcloud's own ``NodeDriver.deploy_node``: on paramiko >= 4 it fails for every key
 given as text (it names the removed ``paramiko.DSSKey``) and for PKCS#8 key files; it needs
@@ -18,22 +23,70 @@ from __future__ import annotations
 import atexit
 import os
 import time
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from libcloud.compute.base import Node, NodeAuthPassword, NodeAuthSSHKey
+from libcloud.compute.base import KeyPair, Node, NodeAuthPassword, NodeAuthSSHKey
 from libcloud.compute.deployment import Deployment
 
 from stratuslab_lc_plugin.driver import waiting
 from stratuslab_lc_plugin.driver.core import DriverCore, LocationArg
-from stratuslab_lc_plugin.errors import NodeDeploymentError, StratusLabError
+from stratuslab_lc_plugin.errors import KeyPairExistsError, NodeDeploymentError, StratusLabError
 from stratuslab_lc_plugin.ssh.deploy import DEFAULT_TIMEOUT, deploy_over_ssh
 from stratuslab_lc_plugin.ssh.keys import LoadedKey, load_private_key, load_private_keys, private_key_path
+from stratuslab_lc_plugin.ssh.keystore import StoredKey
 
 __all__ = ["DeploymentMixin"]
 
 
 class DeploymentMixin(DriverCore):
-    """``deploy_node`` and ``ex_deploy_node``."""
+    """Key pairs, ``deploy_node`` and ``ex_deploy_node``."""
+
+    # -- key pairs (Libcloud's API, on the local key store) --------------------------------
+
+    def list_key_pairs(self) -> List[KeyPair]:
+        """The key pairs of the store, and those of the locations' ``user_public_key_file``."""
+        return [self._to_key_pair(key) for key in self._key_store.list()]
+
+    def get_key_pair(self, name: str) -> KeyPair:
+        return self._to_key_pair(self._stored_key(name))
+
+    def create_key_pair(self, name: str, ex_key_type: str = "ed25519") -> KeyPair:
+        """A new key pair (Ed25519, or ``ex_key_type`` ``rsa`` / ``ecdsa``), kept in the store.
+
+        ``private_key`` holds the private key (OpenSSH format); it is also kept, mode 0600,
+        so that ``deploy_node(ex_keyname=name)`` can log in with it.
+        """
+        try:
+            key, private_text = self._key_store.create(name, ex_key_type)
+        except FileExistsError as exc:
+            raise KeyPairExistsError(str(exc), name=name) from None
+        return self._to_key_pair(key, private_text)
+
+    def import_key_pair_from_string(self, name: str, key_material: str) -> KeyPair:
+        """Keep the OpenSSH public key line ``key_material`` as the key pair ``name``."""
+        try:
+            return self._to_key_pair(self._key_store.import_public(name, key_material))
+        except FileExistsError as exc:
+            raise KeyPairExistsError(str(exc), name=name) from None
+
+    def delete_key_pair(self, key_pair: KeyPair) -> bool:
+        """Remove the key pair's files from the store (configured key files are left alone)."""
+        name = key_pair.name if isinstance(key_pair, KeyPair) else key_pair
+        key = self._stored_key(name)
+        if key.read_only:
+            raise ValueError("key pair %r is the user_public_key_file %s of the configuration; "
+                             "it is not deleted (change the configuration instead)" % (name, key.public_path))
+        return self._key_store.delete(name)
+
+    def _to_key_pair(self, key: StoredKey, private_text: Optional[str] = None) -> KeyPair:
+        return KeyPair(
+            name=key.name, public_key=key.public_key, fingerprint=key.fingerprint, driver=self,
+            private_key=private_text,
+            extra={"public_key_path": key.public_path, "private_key_path": key.private_path,
+                   "source": "configuration" if key.read_only else "store"},
+        )
+
+    # -- deployment -------------------------------------------------------------------------
 
     def deploy_node(
         self,
@@ -48,9 +101,9 @@ class DeploymentMixin(DriverCore):
         timeout: float = DEFAULT_TIMEOUT,
         max_tries: int = 3,
         ssh_interface: str = "public_ips",
-        at_exit_func: Optional[Callable[..., Any]] = None,
+        at_exit_func: Optional[Callable[..., object]] = None,
         wait_period: float = 5,
-        **create_node_kwargs: Any,
+        **create_node_kwargs: object,
     ) -> Node:
         """Create a node, wait until it runs, then run ``deploy`` on it over SSH.
 
@@ -64,7 +117,8 @@ class DeploymentMixin(DriverCore):
           node is created with the public half of ``ssh_key``, so the two always match.
           Keys are read before the node is created: a missing file, a wrong passphrase or
           an unsupported key raises :class:`~stratuslab_lc_plugin.errors.SSHKeyError` and
-          no node is created. StratusLab VMs take SSH keys only: ``auth`` is a
+          no node is created. With ``ex_keyname`` (passed on to ``create_node``) and no
+          ``ssh_key``, the key pair's private key from the key store is used. StratusLab VMs take SSH keys only: ``auth`` is a
           ``NodeAuthSSHKey`` (a ``NodeAuthPassword`` is refused before anything is made).
         - ``ssh_port``: when left at 22, the port the VM publishes (``node.extra['ssh_port']``)
           is used.
@@ -89,10 +143,14 @@ class DeploymentMixin(DriverCore):
         if isinstance(auth, NodeAuthPassword):
             raise ValueError("StratusLab VMs accept SSH keys only: pass auth=NodeAuthSSHKey(public_key) or ssh_key")
         timeout = timeout or DEFAULT_TIMEOUT
-        keys, key_note = self._deployment_keys(ssh_key, ssh_key_password, create_node_kwargs.get("location"))
-        if auth is None and ssh_key:
+        create: Dict[str, Any] = dict(create_node_kwargs)  # checked by create_node itself
+        keyname = create.get("ex_keyname")
+        if not ssh_key and keyname:
+            ssh_key = self._stored_key(keyname).private_path  # None: only the public half is kept
+        keys, key_note = self._deployment_keys(ssh_key, ssh_key_password, create.get("location"))
+        if auth is None and ssh_key and not keyname:
             auth = NodeAuthSSHKey("\n".join(key.public_line for key in keys))
-        node = self.create_node(auth=auth, **create_node_kwargs) if auth else self.create_node(**create_node_kwargs)
+        node = self.create_node(auth=auth, **create) if auth else self.create_node(**create)
 
         if at_exit_func:
             atexit.register(at_exit_func, driver=self, node=node)

@@ -23,7 +23,7 @@ from libcloud.compute.types import StorageVolumeState
 
 from stratuslab_lc_plugin.config import LocationConfig
 from stratuslab_lc_plugin.driver import arguments, convert
-from stratuslab_lc_plugin.driver.core import DriverCore, LocationArg, one_deadline, write_once
+from stratuslab_lc_plugin.driver.core import DriverCore, LocationArg, NodeList, one_deadline, write_once
 from stratuslab_lc_plugin.errors import InUseError, InvalidStateError, NotFoundError, ServiceError, StratusLabError
 from stratuslab_lc_plugin.services.pdisk import DiskRecord, PdiskClient
 
@@ -33,9 +33,17 @@ __all__ = ["VolumeMixin"]
 class VolumeMixin(DriverCore):
     """Persistent disks."""
 
-    def list_volumes(self, ex_location: LocationArg = None, ex_partial: bool = False) -> List[StorageVolume]:
-        """Every volume of every location (concurrently), or of ``ex_location`` only."""
-        return self._each_location("list_volumes", self._list_location_volumes, ex_location, ex_partial)
+    def list_volumes(self, ex_location: LocationArg = None, ex_partial: bool = False,
+                     location: LocationArg = None, **kwargs: object) -> NodeList[StorageVolume]:
+        """Every volume of every location (concurrently), or of ``ex_location`` only.
+
+        ``location=`` is the 14.06 driver's name for ``ex_location``.
+        """
+        arguments.no_other_arguments("list_volumes", kwargs)
+        if location is not None and ex_location is not None and location != ex_location:
+            raise ValueError("list_volumes() got location=%r and ex_location=%r: give one" % (location, ex_location))
+        chosen = ex_location if ex_location is not None else location
+        return self._each_location("list_volumes", self._list_location_volumes, chosen, ex_partial)
 
     def ex_get_volume(self, volume_id: str, location: LocationArg = None) -> StorageVolume:
         """The volume ``volume_id`` (a pdisk UUID) of ``location`` (default: the default location)."""
@@ -88,7 +96,9 @@ class VolumeMixin(DriverCore):
         accepted; when the server chose another one, a warning says which.
         """
         location, vm_id = self._locate_node(node, ex_location)
-        volume_location, disk = self._locate_volume(volume, location.id if not volume.extra.get("location") else None)
+        # A volume that does not say where it is: its UUID can only name a disk of the node's location.
+        recorded = (getattr(volume, "extra", None) or {}).get("location")
+        volume_location, disk = self._locate_volume(volume, None if recorded else location.id)
         if volume_location.id != location.id:
             raise ValueError(
                 "volume %s is in location %s but node %s is in %s; nothing was sent"
@@ -96,7 +106,8 @@ class VolumeMixin(DriverCore):
             )
         services = self._services(location)
         vm = services.one.vm(vm_id)
-        if not vm.host:
+        host = vm.host
+        if not host:
             raise InvalidStateError(
                 "%s: node %s is not deployed on a host yet (%s); attach once it runs"
                 % (location.id, vm_id, vm.state_label),
@@ -111,7 +122,7 @@ class VolumeMixin(DriverCore):
                     location=location.id, operation="attach_volume",
                 )
         chosen = write_once(
-            lambda: pdisk.attach(disk, vm.host, vm.id),
+            lambda: pdisk.attach(disk, host, vm.id),
             lambda: next((m.device for m in pdisk.mounts(disk) if m.vm_id == str(vm.id)), None),
         )
         if device is not None and _device_name(device) != chosen:
@@ -122,9 +133,11 @@ class VolumeMixin(DriverCore):
                 UserWarning,
                 stacklevel=2,
             )
-        volume.extra["device"] = chosen
-        volume.extra.setdefault("attachments", []).append({"node_id": str(vm.id), "device": chosen})
-        volume.extra.setdefault("location", location.id)
+        extra = volume.extra if volume.extra is not None else {}
+        extra["device"] = chosen
+        extra.setdefault("attachments", []).append({"node_id": str(vm.id), "device": chosen})
+        extra.setdefault("location", location.id)
+        volume.extra = extra
         volume.state = StorageVolumeState.INUSE
         return True
 
@@ -158,11 +171,11 @@ class VolumeMixin(DriverCore):
                 % (disk, ", ".join(m.vm_id for m in mounts))
             )
         pdisk.detach(disk, int(mounts[0].vm_id))
-        volume.extra["device"] = None
-        volume.extra["attachments"] = [
-            a for a in volume.extra.get("attachments", []) if a.get("node_id") != mounts[0].vm_id
-        ]
-        volume.state = StorageVolumeState.INUSE if volume.extra["attachments"] else StorageVolumeState.AVAILABLE
+        extra = volume.extra if volume.extra is not None else {}
+        extra["device"] = None
+        extra["attachments"] = [a for a in extra.get("attachments", []) if a.get("node_id") != mounts[0].vm_id]
+        volume.extra = extra
+        volume.state = StorageVolumeState.INUSE if extra["attachments"] else StorageVolumeState.AVAILABLE
         return True
 
     # -- the pieces -------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 import libcloud
 import libcloud.security
 import requests
-from libcloud.common.base import Connection, Response
+from libcloud.common.base import BaseDriver, Connection, Response
 
 from stratuslab_lc_plugin import __version__
 from stratuslab_lc_plugin.config import LocationConfig
@@ -104,7 +104,7 @@ class RetryPolicy:
         for name, value in (("retries", retries), ("retry_delay", retry_delay), ("backoff", backoff)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError("%s must be a number >= 0, not %r" % (name, value))
-        if isinstance(retries, float) and not retries.is_integer():
+        if isinstance(retries, float) and not float(retries).is_integer():
             raise ValueError("retries must be a whole number, not %r" % (retries,))
         self.retries = int(retries)
         self.retry_delay = float(retry_delay)
@@ -147,10 +147,10 @@ class RawResponse(Response):
     """
 
     def __init__(self, response: requests.Response, connection: "StratusLabConnection") -> None:
-        self.connection = connection
+        self.connection = connection  # type: ignore[assignment]
         self.raw_body: bytes = http.read_body(response, connection.max_response_bytes)
         self.headers = {name.lower(): value for name, value in response.headers.items()}
-        self.error = response.reason
+        self.error = response.reason  # type: ignore[assignment]
         self.status: int = response.status_code
         self.request = response.request
         self.object = None
@@ -174,6 +174,8 @@ class StratusLabConnection(Connection):
     """
 
     responseCls = RawResponse
+    #: The driver object (Libcloud's annotation says a class; BaseDriver sets an instance).
+    driver: Optional[BaseDriver] = None  # type: ignore[assignment]
     #: Answers larger than this are refused with a ProtocolError.
     max_response_bytes = MAX_RESPONSE_BYTES
 
@@ -194,7 +196,7 @@ class StratusLabConnection(Connection):
         settings: Optional[TransportSettings] = None,
     ) -> None:
         if settings is None:
-            retry = RetryPolicy(**{k: v for k, v in (("retry_delay", retry_delay), ("backoff", backoff)) if v is not None})
+            retry = RetryPolicy(2, 0.2 if retry_delay is None else retry_delay, 2.0 if backoff is None else backoff)
             settings = TransportSettings(timeout or DEFAULT_TIMEOUT, retry, proxy_url)
         self.location = location
         self.location_id = location.id
@@ -224,7 +226,7 @@ class StratusLabConnection(Connection):
 
     # -- Libcloud hooks -------------------------------------------------------------------
 
-    @property
+    @property  # type: ignore[override]
     def conn_class(self) -> type:
         # Libcloud's enable_debug() (LIBCLOUD_DEBUG) swaps Connection.conn_class for its
         # LoggingConnection at any time, so it is looked up on each connect. Assigning
@@ -253,7 +255,7 @@ class StratusLabConnection(Connection):
                     "(use an https:// endpoint)" % (self.where(), self.location_id),
                 )
         super().connect(host=host, port=port, base_url=base_url, **kwargs)
-        connection = self.connection
+        connection: Any = self.connection
         connection.verify = verify
         connection.ca_cert = ca_cert
         session = getattr(connection, "session", None)
@@ -327,7 +329,8 @@ class StratusLabConnection(Connection):
                     if self.connection is None:
                         self.connect()
                     # requests' timeout applies per socket operation: give each attempt what is left.
-                    self.connection.session.timeout = max(0.01, left)
+                    http_connection: Any = self.connection
+                    http_connection.session.timeout = max(0.01, left)
                     # retry_failed=False: Libcloud's own retries (LIBCLOUD_RETRY_FAILED_HTTP_REQUESTS)
                     # would repeat writes blindly.
                     response = self.request(path, data=data, headers=dict(headers or {}), method=method,
@@ -373,11 +376,13 @@ class StratusLabConnection(Connection):
 
     def unavailable(self, operation: str, reason: str, timed_out: bool = False,
                     http_code: Optional[int] = None) -> ServiceUnavailableError:
-        return ServiceUnavailableError(
+        error = ServiceUnavailableError(
             "%s did not answer %s: %s" % (self.where(), operation, reason),
             location=self.location_id, operation=operation, remote_message=reason,
-            timed_out=timed_out, code=http_code, http_code=http_code, driver=self.driver,
+            code=http_code, http_code=http_code, driver=self.driver,
         )
+        error.timed_out = timed_out
+        return error
 
     def protocol_error(self, operation: str, problem: str, http_code: Optional[int] = None) -> ProtocolError:
         return ProtocolError(
@@ -393,13 +398,15 @@ class StratusLabConnection(Connection):
         )
 
     def _redirect_error(self, operation: str, redirect: http.Redirected) -> RedirectRefusedError:
-        return RedirectRefusedError(
+        error = RedirectRefusedError(
             "%s answered %s with a redirect (HTTP %d) to %s; redirects are not followed: if the "
             "service has moved, change the endpoint in the configuration"
             % (self.where(), operation, redirect.status, redirect.target or "(no Location)"),
             location=self.location_id, operation=operation, code=redirect.status,
-            http_code=redirect.status, target=redirect.target, driver=self.driver,
+            http_code=redirect.status, driver=self.driver,
         )
+        error.target = redirect.target
+        return error
 
     # -- TLS ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from xml.parsers import expat
 
 from defusedxml.common import DefusedXmlException, DTDForbidden
 from defusedxml.xmlrpc import DefusedExpatParser
+from libcloud.common.base import BaseDriver
 
 from stratuslab_lc_plugin.errors import (
     AccessDeniedError,
@@ -213,7 +214,8 @@ def _loads(body: bytes) -> tuple:
     return unmarshaller.close()
 
 
-def _one_error(location: str, method: str, code: Optional[int], message: str, driver: object) -> Exception:
+def _one_error(location: str, method: str, code: Optional[int], message: str,
+               driver: Optional[BaseDriver]) -> Exception:
     text = "%s: %s failed: %s" % (location, method, message)
     # AUTHORIZATION is ONE's "not authorized to perform X on VM n": a valid user without rights.
     cls = {
@@ -221,7 +223,7 @@ def _one_error(location: str, method: str, code: Optional[int], message: str, dr
         AUTHORIZATION: AccessDeniedError,
         NO_EXISTS: NotFoundError,
         ACTION: InvalidStateError,
-    }.get(code, ServiceError)
+    }.get(code if code is not None else -1, ServiceError)
     return cls(text, location=location, operation=method, code=code, remote_message=message,
                http_code=200, driver=driver)
 

@@ -17,7 +17,7 @@ import posixpath
 import shlex
 import socket
 import time
-from typing import IO, List, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import paramiko
 from libcloud.compute.ssh import ParamikoSSHClient, SSHCommandTimeoutError
@@ -61,7 +61,7 @@ class DeploymentSSHClient(ParamikoSSHClient):
     # -- connection -------------------------------------------------------------------
 
     def connect(self) -> bool:
-        options = {
+        options: Dict[str, Any] = {
             "hostname": self.hostname,
             "port": self.port,
             "username": self.username,
@@ -72,7 +72,8 @@ class DeploymentSSHClient(ParamikoSSHClient):
         if self.timeout:
             options.update(timeout=self.timeout, banner_timeout=self.timeout, auth_timeout=self.timeout)
         last_error: Optional[paramiko.AuthenticationException] = None
-        for key in self.keys or [None]:
+        candidates: List[Optional[LoadedKey]] = list(self.keys) or [None]
+        for key in candidates:
             for disabled in self._algorithm_variants(key):
                 sock = self._open_socket()
                 try:
@@ -196,7 +197,7 @@ class DeploymentSSHClient(ParamikoSSHClient):
         # Same result as the SFTP put: parent directories created, the file's absolute path
         # returned (ScriptDeployment builds its command from it). Relative paths are relative
         # to the login directory, where an exec channel starts.
-        head, tail = posixpath.split(path)
+        head, filename = posixpath.split(path)
         directory = _shell_path(head or ".")
         target = _shell_path(path)
         command = "mkdir -p %s && cat %s %s" % (directory, ">>" if append else ">", target)
@@ -212,7 +213,7 @@ class DeploymentSSHClient(ParamikoSSHClient):
         lines = stdout.strip().splitlines()
         if not lines:
             raise OSError("uploading %s over the exec channel: the remote shell did not print its directory" % path)
-        return posixpath.join(lines[-1], tail)
+        return posixpath.join(lines[-1], filename)
 
     # -- commands ---------------------------------------------------------------------
 
@@ -274,7 +275,7 @@ def _shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def _text(data: bytes) -> str:
+def _text(data: Union[bytes, bytearray]) -> str:
     return bytes(data).decode("utf-8", "replace")
 
 

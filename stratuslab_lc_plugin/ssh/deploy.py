@@ -74,6 +74,8 @@ def deploy_over_ssh(
 class _Session:
     """State of one deployment: where to connect, with what, and the current client."""
 
+    client: DeploymentSSHClient  # set by deploy(), before any step runs
+
     def __init__(self, node, hostname, port, usernames, keys, password, ssh_timeout, deadline,
                  timeout, max_tries, wait_period, driver, key_note) -> None:
         self.node = node
@@ -89,7 +91,6 @@ class _Session:
         self.wait_period = wait_period
         self.driver = driver
         self.key_note = key_note
-        self.client: Optional[DeploymentSSHClient] = None
 
     def deploy(self, task: Deployment) -> Node:
         self.client = self.connect()

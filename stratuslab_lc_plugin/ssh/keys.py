@@ -17,7 +17,7 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -141,6 +141,7 @@ def _normalise(data: bytes) -> bytes:
 
 def _parse(data: bytes, password: Optional[str], source: str, path: Optional[str]):
     secret = password.encode("utf-8") if password is not None else None
+    loader: Any
     if b"BEGIN OPENSSH PRIVATE KEY" in data:
         loader = serialization.load_ssh_private_key
     elif b"-----BEGIN" in data:

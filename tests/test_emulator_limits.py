@@ -7,6 +7,7 @@ whole (headers and body) within its deadline, however slowly a client drips it.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -116,3 +117,26 @@ def test_bad_bounds_are_refused():
         LocalCloud(max_connections=0)
     with pytest.raises(ValueError, match="request_timeout"):
         LocalCloud(request_timeout=0)
+
+
+def test_a_released_descriptor_reused_by_another_socket_is_never_shut_down():
+    from stratuslab_lc_plugin.emulator.connections import ConnectionLimits
+
+    limits = ConnectionLimits(max_connections=1)
+    gone = socket.socket()
+    ours, peer = socket.socketpair()
+    number = gone.fileno()
+    limits.admit(gone)           # not released: the worst case for a late shutdown
+    gone.close()
+    os.dup2(ours.fileno(), number)  # the old number now names another socket
+    try:
+        limits.admit(socket.socket())   # over the cap: the old one is "evicted"
+        limits.stop()                   # and everything left is shut down
+        peer.sendall(b"x")
+        assert ours.recv(1) == b"x"     # ours is untouched
+        ours.sendall(b"y")
+        assert peer.recv(1) == b"y"
+    finally:
+        os.close(number)
+        ours.close()
+        peer.close()

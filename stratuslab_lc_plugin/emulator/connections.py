@@ -12,12 +12,14 @@
   socket timeout bounds each write).
 
 Connections are closed with ``shutdown()`` on their file descriptor, under the registry's
-lock: a connection is released (under that lock) before its socket is closed, so the
-descriptor can never belong to another socket by then.
+lock: a connection is released (under that lock) before its socket is closed, and the
+descriptor must still name the socket it was admitted with (same inode), so a shutdown can
+never reach another connection's socket.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -37,6 +39,7 @@ class Connection:
     """One accepted connection, as the limits see it."""
 
     fd: int
+    inode: int                  # of the socket: the descriptor still names it
     deadline: Optional[float]   # monotonic time by which the current request must be read
     since: float                # when it last became idle
     busy: bool = False          # inside a request (its line has arrived)
@@ -79,11 +82,12 @@ class ConnectionLimits:
                 waiting = sum(1 for c in self._open.values() if c.overflow and not c.shut)
                 if waiting >= self.overflow:
                     return None
-                connection = Connection(sock.fileno(), now + min(self.request_timeout,
-                                                                 _OVERFLOW_TIMEOUT),
+                connection = Connection(sock.fileno(), _inode(sock.fileno()),
+                                        now + min(self.request_timeout, _OVERFLOW_TIMEOUT),
                                         now, overflow=True)
             else:
-                connection = Connection(sock.fileno(), now + self.request_timeout, now)
+                connection = Connection(sock.fileno(), _inode(sock.fileno()),
+                                        now + self.request_timeout, now)
             self._open[id(connection)] = connection
             return connection
 
@@ -155,10 +159,19 @@ class ConnectionLimits:
     def _shut(connection: Connection) -> None:
         """Called with the lock held, while the descriptor is still the connection's."""
         connection.shut = True
-        sock = socket.socket(fileno=connection.fd)
+        try:
+            if _inode(connection.fd) != connection.inode:
+                return  # closed meanwhile, and the number reused: not ours any more
+            sock = socket.socket(fileno=connection.fd)
+        except OSError:
+            return
         try:
             sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked reading from it
         except OSError:
             pass
         finally:
             sock.detach()
+
+
+def _inode(fd: int) -> int:
+    return os.fstat(fd).st_ino

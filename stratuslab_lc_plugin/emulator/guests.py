@@ -31,8 +31,9 @@ SFTP server) get no SFTP subsystem, so the client's exec fallback is exercised.
 Commands run under the guest's process supervisor (:mod:`.supervisor`). Stopping a guest
 (its VM leaves RUNNING or is destroyed, or the cloud stops) closes its connections and, on
 Linux, ends every process its commands started, also those that left their session with
-``setsid`` or double-forked away; elsewhere it ends the commands' process groups. A client
-closing a channel ends that command's process group.
+``setsid`` or double-forked away (tests/test_guests_processes.py); elsewhere (untested
+here) only the commands' process groups. A client closing a channel ends that command's
+process group.
 
 Threads are bounded: one acceptor per guest, at most :data:`MAX_CONNECTIONS` connections per
 guest (one paramiko thread each), :data:`MAX_CHANNELS` channels per connection (two threads

@@ -8,8 +8,8 @@ supervisor: a small child process of the cloud (this file, run as a script) that
 that loses its parent is re-parented to the supervisor instead of init and stays in its
 process tree. When the guest stops (its VM leaves RUNNING or is destroyed, the cloud stops,
 or the cloud dies: the control socket closes), the supervisor kills its whole tree, reaps
-it, and exits. Where child subreapers do not exist (not Linux), it kills the process groups
-of the commands it started, and processes that left them survive.
+it, and exits. Where child subreapers do not exist (not Linux; untested here), it kills
+the process groups of the commands it started, and processes that left them survive.
 
 The supervisor itself runs in a session of its own, so a terminal's Ctrl-C reaches the cloud
 (which then stops its guests) rather than the supervisor.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import os
 import select
 import signal
@@ -40,6 +41,8 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Supervisor", "Command"]
+
+log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 1 << 24
@@ -100,6 +103,22 @@ def _become_subreaper() -> bool:
 
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _close_fds_from(lowest: int, keep: int) -> None:
+    """Close every descriptor from ``lowest`` on but ``keep`` (in a forked child)."""
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: every possible number
+        os.closerange(lowest, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in open_fds:
+        if fd >= lowest and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor, already closed
 
 
 def _descendants(root: int) -> List[int]:
@@ -163,8 +182,7 @@ class _Supervisor:
                 os.setsid()
                 for target, fd in enumerate(fds):
                     os.dup2(fd, target)
-                os.closerange(_FDS_PER_COMMAND, failure_w)
-                os.closerange(failure_w + 1, os.sysconf("SC_OPEN_MAX"))
+                _close_fds_from(_FDS_PER_COMMAND, keep=failure_w)
                 os.chdir(cwd)
                 os.execvpe(argv[0], list(argv), env)
             except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
@@ -351,6 +369,8 @@ class Supervisor:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
+            log.warning("%s: the process supervisor did not end in %g s; killing it, and "
+                        "what it did not end goes to init", self.name, timeout)
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except OSError:

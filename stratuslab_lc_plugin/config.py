@@ -48,7 +48,6 @@ from stratuslab_lc_plugin.errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_SIZES",
-    "DEFAULT_MARKETPLACE_ENDPOINT",
     "ENV_KEY",
     "ENV_USER_CONFIG",
     "LocationConfig",
@@ -66,7 +65,6 @@ __all__ = [
 
 ENV_USER_CONFIG = "STRATUSLAB_USER_CONFIG"
 ENV_KEY = "STRATUSLAB_KEY"
-DEFAULT_MARKETPLACE_ENDPOINT = "https://marketplace.stratuslab.eu"
 COMPUTE_DEFAULT_PORT = 2634
 PDISK_DEFAULT_PORT = 8445
 STREAM_NAME = "<stream>"
@@ -131,9 +129,10 @@ BUILTIN_SIZES: Mapping[str, SizeSpec] = MappingProxyType(
 class LocationConfig:
     """The effective configuration of one location (a section merged over ``[default]``).
 
-    ``endpoint`` and ``pdisk_endpoint`` are ``""`` when the file gives no way to reach the
-    service; :meth:`require_endpoint` and :meth:`check_usable` turn that into an error at
-    the moment the location is used. Password fields are left out of ``repr``.
+    ``endpoint``, ``pdisk_endpoint`` and ``marketplace_endpoint`` are ``""`` when the file
+    gives no way to reach the service; :meth:`require_endpoint` and :meth:`check_usable`
+    turn that into an error at the moment the location is used. Password fields are left
+    out of ``repr``.
     """
 
     id: str
@@ -195,20 +194,27 @@ class LocationConfig:
             if self.endpoint:
                 return self.endpoint
             raise self._error(
-                "no compute endpoint: set endpoint = https://<host>/one-proxy/xmlrpc in [%s] or [default]"
-                % self.id,
+                "no compute endpoint: " + self._how_to_set("endpoint", "https://<host>/one-proxy/xmlrpc"),
                 key="endpoint",
             )
         if service == "pdisk":
             if self.pdisk_endpoint:
                 return self.pdisk_endpoint
             raise self._error(
-                "no pdisk endpoint: set pdisk_endpoint = https://<host>/pdisk (or endpoint) in [%s] or [default]"
-                % self.id,
+                "no pdisk endpoint: " + self._how_to_set("pdisk_endpoint", "https://<host>/pdisk", "endpoint"),
                 key="pdisk_endpoint",
             )
         if service == "marketplace":
-            return self.marketplace_endpoint
+            # No default: 14.06's was the central Marketplace of a project that no longer
+            # runs, and whoever holds its domain one day would choose users' VM disks.
+            if self.marketplace_endpoint:
+                return self.marketplace_endpoint
+            raise self._error(
+                "no Marketplace endpoint: %s (there is no default: marketplace.stratuslab.eu, the former "
+                "central Marketplace, no longer runs)" % self._how_to_set("marketplace_endpoint",
+                                                                          "https://<host>/marketplace"),
+                key="marketplace_endpoint",
+            )
         raise ValueError("unknown service %r (compute, pdisk or marketplace)" % (service,))
 
     def auth_mode(self, service: str = "compute") -> str:
@@ -255,16 +261,23 @@ class LocationConfig:
         else:
             key = user_key
         detail = "; ".join(missing) if missing else "none is set"
-        raise self._error(
-            "no usable credentials (%s): set %s and %s, or pem_key and pem_certificate, in [%s] or [default]"
-            % (detail, user_key, secret_key, self.id),
-            key=key,
-        )
+        if self.source == ARGUMENTS_SOURCE:
+            how = "pass the user name as key and the password as secret"
+        else:
+            how = "set %s and %s, or pem_key and pem_certificate, in [%s] or [default]" % (user_key, secret_key, self.id)
+        raise self._error("no usable credentials (%s): %s" % (detail, how), key=key)
 
     def check_usable(self, service: str = "compute") -> str:
         """Check that ``service`` ("compute" or "pdisk") can be called; returns the auth mode."""
         self.require_endpoint(service)
         return self.auth_mode(service)
+
+    def _how_to_set(self, key: str, example: str, alternative: Optional[str] = None) -> str:
+        """How to give ``key`` a value: in the file (or ``alternative``), or as a driver argument."""
+        if self.source == ARGUMENTS_SOURCE:
+            return "pass %s=%r to the driver" % ("path" if key == "endpoint" else "ex_" + key, example)
+        return "set %s = %s%s in [%s] or [default]" % (
+            key, example, " (or %s)" % alternative if alternative else "", self.id)
 
     def _error(self, problem: str, *, key: str) -> ConfigurationError:
         # A key inherited from [default] is reported where it is written.
@@ -688,7 +701,7 @@ def _location(parsed: _Parsed, name: str, base_dir: str, section: str) -> Locati
         country=values.own.get("country") or "unknown",
         endpoint=endpoint or "",
         pdisk_endpoint=pdisk_endpoint,
-        marketplace_endpoint=marketplace_endpoint or DEFAULT_MARKETPLACE_ENDPOINT,
+        marketplace_endpoint=marketplace_endpoint or "",
         username=username,
         password=password,
         pdisk_username=values.get("pdisk_username") or username,

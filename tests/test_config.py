@@ -11,7 +11,6 @@ import pytest
 
 from stratuslab_lc_plugin.config import (
     BUILTIN_SIZES,
-    DEFAULT_MARKETPLACE_ENDPOINT,
     LocationConfig,
     SizeSpec,
     UserConfig,
@@ -254,7 +253,7 @@ def test_name_and_country_not_inherited_and_defaults():
 def test_empty_value_counts_as_unset():
     config = load("[default]\nmarketplace_endpoint =\nverify_ssl =\nusername =\n")
     location = config.location()
-    assert location.marketplace_endpoint == DEFAULT_MARKETPLACE_ENDPOINT
+    assert location.marketplace_endpoint == ""
     assert location.verify_ssl is None
     assert location.username is None
 
@@ -461,8 +460,46 @@ def test_marketplace_normalisation(value, expected):
     assert load("[default]\nmarketplace_endpoint = %s\n" % value).location().marketplace_endpoint == expected
 
 
-def test_marketplace_default():
-    assert load("[default]\n").location().marketplace_endpoint == "https://marketplace.stratuslab.eu"
+def test_no_marketplace_default_and_the_error_names_file_section_and_key(tmp_path):
+    # 14.06 defaulted to https://marketplace.stratuslab.eu, a domain nobody may hold safely now.
+    path = write(tmp_path, "[default]\nendpoint = https://h/one-proxy/xmlrpc\n[a]\n[b]\n")
+    location = load_user_config(path, default_location="b").location()
+    assert location.marketplace_endpoint == ""
+    with pytest.raises(ConfigurationError) as info:
+        location.require_endpoint("marketplace")
+    assert str(info.value) == (
+        "%s, section [b], key 'marketplace_endpoint': no Marketplace endpoint: set marketplace_endpoint "
+        "= https://<host>/marketplace in [b] or [default] (there is no default: marketplace.stratuslab.eu, "
+        "the former central Marketplace, no longer runs)" % path
+    )
+    assert (info.value.path, info.value.section, info.value.key) == (str(path), "b", "marketplace_endpoint")
+
+
+def test_without_a_marketplace_locations_and_nodes_work_and_images_are_refused(write_config, cloud):
+    from libcloud.compute.providers import get_driver
+
+    path = write_config("""
+        [default]
+        [local]
+        endpoint = {url}/one-proxy/xmlrpc
+        pdisk_endpoint = {url}/pdisk
+        username = {user}
+        password = {password}
+        ca_certs_path = {ca}
+        user_public_key_file = {key}
+    """)
+    driver = get_driver("stratuslab")("local", stratuslab_user_config=path)
+    assert [loc.id for loc in driver.list_locations()] == ["local"]
+    nodes_before = {node.id for node in driver.list_nodes()}
+    assert isinstance(driver.list_volumes(), list)
+    expected = "%s, section [local], key 'marketplace_endpoint': no Marketplace endpoint" % path
+    with pytest.raises(ConfigurationError) as info:
+        driver.list_images()
+    assert str(info.value).startswith(expected)
+    with pytest.raises(ConfigurationError) as info:
+        driver.create_node(name="x", size="m1.small", image="MwNYqFqJ6xw5jNznhJOeclRJpKX")
+    assert str(info.value).startswith(expected)
+    assert {node.id for node in driver.list_nodes()} == nodes_before  # nothing was created
 
 
 @pytest.mark.parametrize(
@@ -528,7 +565,9 @@ def test_missing_endpoint_is_lazy_and_names_file_section_key(tmp_path):
         "%s, section [a], key 'pdisk_endpoint': no pdisk endpoint: "
         "set pdisk_endpoint = https://<host>/pdisk (or endpoint) in [a] or [default]" % path
     )
-    assert location.require_endpoint("marketplace") == DEFAULT_MARKETPLACE_ENDPOINT
+    with pytest.raises(ConfigurationError) as info:
+        location.require_endpoint("marketplace")
+    assert info.value.key == "marketplace_endpoint"
     with pytest.raises(ValueError):
         location.require_endpoint("cimi")
 
@@ -776,7 +815,7 @@ def test_real_reference_file_parses():
     assert (location.name, location.country) == ("StratusLab Cloud", "Earth")
     assert location.endpoint == "https://cloud.example.com/one-proxy/xmlrpc"
     assert location.pdisk_endpoint == "https://cloud.example.com/pdisk"
-    assert location.marketplace_endpoint == DEFAULT_MARKETPLACE_ENDPOINT
+    assert location.marketplace_endpoint == ""  # the 14.06 reference file leaves it out
     assert location.check_usable() == "pswd"
     assert location.options["endpoint_timeout"] == "5"
     assert config.sizes == dict(BUILTIN_SIZES)
@@ -811,3 +850,17 @@ def test_our_reference_file_parses_and_documents_every_key():
     assert full.default_context_method == "cloud-init"
     assert full.ca_certs_path == str(home / ".stratuslab" / "cloud-ca.pem")
     assert load(uncommented).sizes["my.type"] == SizeSpec("my.type", 4, 2048, 2048)
+
+
+def test_a_location_from_arguments_says_which_argument_to_pass():
+    from stratuslab_lc_plugin.config import ARGUMENTS_SOURCE, config_from_arguments
+
+    location = config_from_arguments(username=None, password=None, host="cloud.example.org").location()
+    assert (location.id, location.source, location.endpoint) == (
+        "cloud.example.org", ARGUMENTS_SOURCE, "https://cloud.example.org:2634/xmlrpc")
+    with pytest.raises(ConfigurationError, match=r"pass ex_marketplace_endpoint='https://<host>/marketplace'"):
+        location.require_endpoint("marketplace")
+    with pytest.raises(ConfigurationError, match="pass the user name as key and the password as secret"):
+        location.check_usable("compute")
+    with pytest.raises(ConfigurationError, match="port must be 1 to 65535"):
+        config_from_arguments(username="u", password="p", host="h", port=0)

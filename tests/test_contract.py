@@ -271,7 +271,7 @@ def driver_works(path: str) -> bool:
         Driver("default", stratuslab_user_config=path).list_images()
         return True
     except ServiceUnavailableError as exc:
-        assert "TLS failure" in str(exc)
+        assert "TLS failure" in str(exc) and "ca_certs_path" in str(exc)  # what to set, too
         return False
 
 
@@ -417,8 +417,9 @@ def test_attach_volume_accepts_a_device_and_says_which_one_the_server_chose(driv
     cleanup.append(node)
     wait_running(driver, node)
     volume = driver.create_volume(1, "with-device")
-    with pytest.warns(UserWarning, match="chose device vdz .* not /dev/vdb"):
+    with pytest.warns(UserWarning, match="chose device vdz .* not /dev/vdb") as caught:
         assert driver.attach_volume(node, volume, device="/dev/vdb")
+    assert [w.filename for w in caught] == [__file__]  # the caller's line, not the driver's
     assert volume.extra["device"] == "vdz"
     driver.detach_volume(volume)
     with warnings.catch_warnings():

@@ -61,7 +61,7 @@ def test_elasticluster_key_pairs_create_node_and_ssh(front, tmp_path, key_factor
         "key": front["key"], "secret": front["secret"], "host": front["host"], "port": front["port"],
         "path": front["path"], "ex_pdisk_endpoint": front["ex_pdisk_endpoint"],
         "ex_marketplace_endpoint": front["ex_marketplace_endpoint"], "ex_ca_certs_path": front["ex_ca_certs_path"],
-        "ex_keypairs_dir": str(tmp_path / "keypairs"),
+        "ex_keypairs_dir": str(tmp_path / "keypairs"), "timeout": "60",
     }
     driver_class = get_driver(getattr(Provider, "stratuslab".upper()))
     driver = driver_class(**options)
@@ -76,12 +76,13 @@ def test_elasticluster_key_pairs_create_node_and_ssh(front, tmp_path, key_factor
     image_id = next(i.id for i in driver.list_images() if i.extra["os"] == "Ubuntu")
     image = driver.get_image(image_id)
     user_data = "#!/bin/sh\necho elasticluster was here\n"
-    with pytest.warns(UserWarning, match="create_node ignores accelerator_count, login, username"):
+    with pytest.warns(UserWarning, match="create_node ignores accelerator_count, login, username") as caught:
         node = driver.create_node(
             name="compute001", size=size, image=image, security_groups="default", ex_userdata=user_data,
             username="root", auth=NodeAuthSSHKey(open(key.public_path).read()), ex_keyname=key_name,
             login="ubuntu", accelerator_count=0,  # leftovers of its node configuration
         )
+    assert [w.filename for w in caught] == [__file__]  # the caller's line, not the driver's
     try:
         node = wait_running(driver, node.id)
         assert node.state == NodeState.RUNNING and node.extra["key_name"] == key_name

@@ -92,7 +92,8 @@ def record_lines(env: venvkit.Venv) -> list[str]:
 def leftovers(env: venvkit.Venv) -> list[str]:
     found = []
     for path in env.site_packages.rglob("*"):
-        if "stratuslab" in path.name.lower():
+        # pip leaves a namespace package's emptied parent directory (stratuslab/) in place.
+        if "stratuslab" in path.name.lower() and not (path.is_dir() and not any(path.iterdir())):
             found.append(str(path.relative_to(env.site_packages)))
     found += [f"bin/{p.name}" for p in env.bin.iterdir() if p.name.startswith("stratus")]
     return sorted(found)

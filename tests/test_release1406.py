@@ -23,6 +23,7 @@ from libcloud.compute.base import NodeLocation
 from libcloud.compute.types import NodeState
 
 from stratuslab_lc_plugin.emulator import LocalCloud
+from tests.conftest import LOCATION
 from tests.keys import key_factory  # noqa: F401 - pytest fixture
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,15 +37,8 @@ def second_cloud(tmp_path_factory):
 
 def section(name: str, cloud) -> str:
     user, password = next(iter(cloud.users.items()))
-    return textwrap.dedent("""\
-        [{name}]
-        endpoint = {url}/one-proxy/xmlrpc
-        pdisk_endpoint = {url}/pdisk
-        marketplace_endpoint = {url}/marketplace
-        username = {user}
-        password = {password}
-        ca_certs_path = {ca}
-        """).format(name=name, url=cloud.url, user=user, password=password, ca=cloud.ca_path)
+    return "[%s]\n" % name + textwrap.dedent(LOCATION).format(
+        url=cloud.url, user=user, password=password, ca=cloud.ca_path, key=cloud.public_key_path)
 
 
 @pytest.fixture
@@ -266,7 +260,8 @@ def test_the_1406_names_keep_their_meaning(objects, driver):
     assert (size.cpu, size.extra["cpu"]) == (1, 1)
     assert node.location.id == node.extra["location"] and node.host == node.extra["host"] == "localhost"
     assert node.get_node_state() == NodeState.RUNNING and node.cached_state == NodeState.RUNNING
-    assert driver.DEFAULT_MARKETPLACE_URL.startswith("https://")
+    with pytest.raises(AttributeError, match="there is no default any more: use the location's marketplace_endpoint"):
+        driver.DEFAULT_MARKETPLACE_URL
     assert driver.RDF_RDF == "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF"
 
 

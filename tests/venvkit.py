@@ -56,8 +56,9 @@ def copy_project(dest: Path) -> Path:
     for name in PROJECT_FILES:
         if (PROJECT_ROOT / name).is_file():
             shutil.copy2(PROJECT_ROOT / name, dest / name)
-    shutil.copytree(PROJECT_ROOT / PACKAGE, dest / PACKAGE,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    for package in (PACKAGE, "stratuslab"):  # stratuslab/: the 14.06 module path
+        shutil.copytree(PROJECT_ROOT / package, dest / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     return dest
 
 

@@ -97,6 +97,18 @@ def portable_create_arguments(kwargs: Mapping[str, Any]) -> List[str]:
     return sorted(ignored)
 
 
+def number(value: object, what: str) -> float:
+    """A number argument, also as the strings tools read from ini files ("30", "0.5")."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise ValueError("%s must be a number, not %r" % (what, value))
+
+
 def same_public_key(first: str, second: str) -> bool:
     """Whether two OpenSSH public key texts hold the same key (comments aside)."""
     return first.split()[:2] == second.split()[:2]

@@ -189,7 +189,7 @@ class ComputeMixin(DriverCore):
         )
         if ignored:
             warnings.warn("create_node ignores %s: StratusLab has no such setting" % ", ".join(ignored),
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=3)  # the caller, past one_deadline's wrapper
         vm = self._allocate_once(services, template, token, check_first=ex_client_token is not None)
         return self._fetch_node(loc, vm)
 

@@ -139,10 +139,11 @@ class DriverCore(NodeDriver):
         proxy_url: Optional[str] = None,
         **kwargs: object,
     ) -> None:
-        if timeout is None:
-            timeout = DEFAULT_TIMEOUT
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        timeout = DEFAULT_TIMEOUT if timeout is None else arguments.number(timeout, "timeout")
+        if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds, not %r" % (timeout,))
+        policy = RetryPolicy(arguments.number(retries, "retries"), arguments.number(retry_delay, "retry_delay"),
+                             arguments.number(backoff, "backoff"))
         self._config: UserConfig = resolve_configuration(
             key, secret, host, port, secure, path, stratuslab_user_config, stratuslab_default_location,
             {"pdisk_endpoint": ex_pdisk_endpoint, "marketplace_endpoint": ex_marketplace_endpoint,
@@ -152,14 +153,15 @@ class DriverCore(NodeDriver):
             ex_keypairs_dir or default_keypairs_dir(),
             [loc.user_public_key_file for loc in self._config.locations.values() if loc.user_public_key_file],
         )
-        self._transport = TransportSettings(float(timeout), RetryPolicy(retries, retry_delay, backoff), proxy_url)
+        self._transport = TransportSettings(float(timeout), policy, proxy_url)
         self._pool = ServicePool(self._transport, type(self).connectionCls, driver=self)
         self._workers: Dict[str, ThreadPoolExecutor] = {}
         self._workers_lock = threading.Lock()
         # Libcloud's BaseDriver makes driver.connection from connectionCls: the default
         # location's compute connection (see _ex_connection_class_kwargs).
         super().__init__(key=self._config.default_location, secret=None, secure=True, host=None, port=None,
-                         timeout=timeout, retry_delay=retry_delay, backoff=backoff, proxy_url=proxy_url, **kwargs)
+                         timeout=timeout, retry_delay=policy.retry_delay, backoff=policy.backoff, proxy_url=proxy_url,
+                         **kwargs)
         self.key, self.secret, self.secure = key, secret, secure
         self._pool.adopt(self.connection)
         # Idle worker threads would outlive a driver nobody closed: stop them with it. (The

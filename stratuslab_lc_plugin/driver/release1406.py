@@ -15,7 +15,6 @@ from typing import Any, Dict, List, NoReturn, Optional
 
 from libcloud.compute.base import Node, NodeLocation, NodeSize
 
-from stratuslab_lc_plugin.config import DEFAULT_MARKETPLACE_ENDPOINT
 from stratuslab_lc_plugin.driver import convert
 from stratuslab_lc_plugin.driver.compute import ComputeMixin
 from stratuslab_lc_plugin.driver.core import LocationArg
@@ -29,16 +28,18 @@ _DC = "{http://purl.org/dc/terms/}"
 class _Replaced:
     """A 14.06 attribute whose object is gone: reading it says what to use instead."""
 
-    def __init__(self, replacement: str) -> None:
+    def __init__(self, replacement: str, why: str = "belonged to the 14.06 driver's Python 2 client") -> None:
         self.replacement = replacement
+        self.why = why
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
     def __get__(self, instance: Any, owner: Optional[type] = None) -> NoReturn:
-        raise AttributeError("%s.%s belonged to the 14.06 driver's Python 2 client: %s"
-                             % (getattr(owner, "__name__", "StratusLabNodeDriver"), self.name, self.replacement))
+        raise AttributeError("%s.%s %s: %s"
+                             % (getattr(owner, "__name__", "StratusLabNodeDriver"), self.name, self.why,
+                                self.replacement))
 
 
 class Release1406Mixin(ComputeMixin):
@@ -50,8 +51,12 @@ class Release1406Mixin(ComputeMixin):
     DC_IDENTIFIER = _DC + "identifier"
     DC_TITLE = _DC + "title"
     DC_DESCRIPTION = _DC + "description"
-    #: The Marketplace used when a location sets no ``marketplace_endpoint``.
-    DEFAULT_MARKETPLACE_URL = DEFAULT_MARKETPLACE_ENDPOINT
+    # 14.06 fell back to https://marketplace.stratuslab.eu, of a project that no longer runs:
+    # whoever holds that domain would choose users' disks, so there is no default any more.
+    DEFAULT_MARKETPLACE_URL = _Replaced(
+        "use the location's marketplace_endpoint (driver.location_config(location).marketplace_endpoint)",
+        why="was the central Marketplace of a project that no longer runs; there is no default any more",
+    )
 
     user_configurator = _Replaced(
         "use driver.config (a stratuslab_lc_plugin.config.UserConfig) and "

@@ -131,7 +131,7 @@ class VolumeMixin(DriverCore):
                 "(StratusLab does not let the caller choose); see volume.extra['device']"
                 % (chosen, disk, vm_id, device),
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller, past one_deadline's wrapper
             )
         extra = volume.extra if volume.extra is not None else {}
         extra["device"] = chosen

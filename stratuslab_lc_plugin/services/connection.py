@@ -99,7 +99,7 @@ class RetryPolicy:
     past the call's deadline.
     """
 
-    def __init__(self, retries: int = 2, retry_delay: float = 0.2, backoff: float = 2.0,
+    def __init__(self, retries: float = 2, retry_delay: float = 0.2, backoff: float = 2.0,
                  max_delay: float = 5.0) -> None:
         for name, value in (("retries", retries), ("retry_delay", retry_delay), ("backoff", backoff)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -351,8 +351,9 @@ class StratusLabConnection(Connection):
                         raise
                     self.connection = None  # a broken keep-alive socket must not be reused
                     if not _is_transient(exc):
-                        prefix = "TLS failure: " if _is_tls(exc) else ""
-                        raise self.unavailable(operation, prefix + _reason(exc)) from None
+                        if _is_tls(exc):
+                            raise self.unavailable(operation, "TLS failure: %s%s" % (_reason(exc), self._trust_hint())) from None
+                        raise self.unavailable(operation, _reason(exc)) from None
                     failure, timed_out, status = _reason(exc), _timed_out(exc), None
                 else:
                     if response.status not in TRANSIENT_STATUSES:
@@ -409,6 +410,12 @@ class StratusLabConnection(Connection):
         return error
 
     # -- TLS ------------------------------------------------------------------------------
+
+    def _trust_hint(self) -> str:
+        if self.location.ca_certs_path:
+            return " (checked against ca_certs_path %s)" % self.location.ca_certs_path
+        return ("; if the site has its own CA, give its bundle: ca_certs_path in the configuration, "
+                "ex_ca_certs_path= to the driver, or libcloud.security.CA_CERTS_PATH / SSL_CERT_FILE")
 
     def _tls_trust(self) -> Tuple[bool, Optional[str]]:
         """``(verify, CA bundle)``: the location's settings win, then ``libcloud.security``."""

@@ -9,7 +9,6 @@ from typing import Dict, List, Optional
 from libcloud.compute.base import KeyPair, Node, NodeAuthSSHKey, StorageVolume
 from libcloud.compute.deployment import ScriptDeployment
 from libcloud.compute.providers import get_driver
-from libcloud.compute.types import Provider
 
 from stratuslab_lc_plugin.driver import NodeList, StratusLabNodeDriver, StratusLabNodeSize
 from stratuslab_lc_plugin.errors import (

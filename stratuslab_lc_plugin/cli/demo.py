@@ -4,16 +4,25 @@ It starts the local StratusLab cloud in a temporary directory and then uses noth
 ``get_driver('stratuslab')`` and the Libcloud API, as a user's program would: locations,
 sizes and images; a node with a fresh Ed25519 key; a script run over SSH; a volume
 attached, shown in use, detached and destroyed; the node destroyed. Everything it started
-is stopped and removed at the end, also on Ctrl-C, unless ``--keep`` is given.
+is stopped and removed at the end, also on Ctrl-C, unless ``--keep`` is given. The closing
+summary says how each step ended: ok, FAILED, or interrupted (Ctrl-C). With ``--json`` the
+story goes to stderr and the summary, as JSON, to stdout.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, cast
+
+from stratuslab_lc_plugin.cli.console import print_json, print_table, wait_for_node
+from stratuslab_lc_plugin.cli.rows import LOCATION_COLUMNS, SIZE_COLUMNS, image_row, location_row, size_row
+
+if TYPE_CHECKING:
+    from stratuslab_lc_plugin.driver import StratusLabNodeDriver
 
 __all__ = ["run_demo"]
 
@@ -32,31 +41,35 @@ class _Steps:
 
     @contextmanager
     def step(self, title: str) -> Iterator[dict]:
-        self.console.rule("[bold]%s" % title, align="left")
         row = {"step": title, "result": "ok", "seconds": 0.0}
+        self.rows.append(row)
         started = time.perf_counter()
         try:
+            # The heading is printed in here: a Ctrl-C seen after it counts for this step.
+            self.console.rule("[bold]%s" % title, align="left")
             yield row
+        except KeyboardInterrupt:
+            row["result"] = "interrupted"
+            raise
         except BaseException:
             row["result"] = "FAILED"
             raise
         finally:
             row["seconds"] = round(time.perf_counter() - started, 2)
-            self.rows.append(row)
 
 
-def run_demo(keep: bool = False, delay: float = 0.2) -> int:
+def run_demo(keep: bool = False, delay: float = 0.2, as_json: bool = False) -> int:
+    """Run the demo; returns 0 (a failure raises, after the summary and the clean-up)."""
     from libcloud.compute.base import NodeAuthSSHKey
     from libcloud.compute.deployment import FileDeployment, MultiStepDeployment, ScriptDeployment
     from libcloud.compute.providers import get_driver
     from rich.console import Console
 
     import stratuslab_lc_plugin  # noqa: F401 - registers where .pth files are not processed
-    from stratuslab_lc_plugin.cli import print_table
     from stratuslab_lc_plugin.emulator import LocalCloud
-    from stratuslab_lc_plugin.progress import wait_for_node
 
-    console = Console()
+    console = Console(stderr=as_json)
+    tables = sys.stderr if as_json else sys.stdout
     steps = _Steps(console)
     workdir = tempfile.mkdtemp(prefix="stratuslab-demo-")
     cloud = LocalCloud(state_dir=None if not keep else os.path.join(workdir, "cloud"), delays=delay)
@@ -68,30 +81,25 @@ def run_demo(keep: bool = False, delay: float = 0.2) -> int:
 
         with steps.step("get_driver('stratuslab') — no registration step"):
             cls = get_driver("stratuslab")
-            driver = cls("default", stratuslab_user_config=cloud.config_path)
+            # What get_driver returns is typed as a plain NodeDriver; this one has the ex_ methods.
+            driver = cast("StratusLabNodeDriver", cls("default", stratuslab_user_config=cloud.config_path))
             console.print("%s.%s" % (cls.__module__, cls.__name__))
 
         with steps.step("list_locations, list_sizes, list_images"):
-            print_table(
-                [{"id": loc.id, "name": loc.name, "country": loc.country} for loc in driver.list_locations()],
-                ["id", "name", "country"], title="locations",
-            )
-            print_table(
-                [{"id": s.id, "cpu": s.extra["cpu"], "ram_mib": s.ram, "swap_mib": s.extra["swap"]} for s in driver.list_sizes()],
-                ["id", "cpu", "ram_mib", "swap_mib"], title="sizes",
-            )
+            print_table([location_row(loc) for loc in driver.list_locations()], LOCATION_COLUMNS[:3],
+                        title="locations", stream=tables)
+            sizes = driver.list_sizes()
+            print_table([size_row(s) for s in sizes], SIZE_COLUMNS, title="sizes", stream=tables)
             images = driver.list_images()
-            print_table(
-                [{"id": i.id, "name": i.name, "os": "%s %s" % (i.extra["os"], i.extra["os_version"]),
-                  "format": i.extra["format"], "bus": i.extra["disks_bus"]} for i in images],
-                ["id", "name", "os", "format", "bus"], title="images",
-            )
+            print_table([image_row(i) for i in images], ["id", "name", "os", "format", "bus"],
+                        title="images", stream=tables)
             image = _pick_image(images)
 
         with steps.step("create_node with a fresh Ed25519 key"):
             private_key, public_key = _new_key(workdir)
             node = driver.create_node(
-                name="demo-node", size="m1.small", image=image, auth=NodeAuthSSHKey(public_key)
+                name="demo-node", size=next(s for s in sizes if s.id == "m1.small"), image=image,
+                auth=NodeAuthSSHKey(public_key),
             )
             console.print("node %s (%s) created from %s" % (node.id, node.extra["state_label"], image.name))
 
@@ -103,14 +111,14 @@ def run_demo(keep: bool = False, delay: float = 0.2) -> int:
             script = ScriptDeployment(SCRIPT, name="hello.sh")
             deployment = MultiStepDeployment([_file_step(workdir, FileDeployment), script])
             driver.ex_deploy_node(node, deployment, ssh_key=private_key, timeout=60, wait_period=0.2)
-            console.print(script.stdout.rstrip() or "(no output)", markup=False, soft_wrap=True)
+            console.print((script.stdout or "").rstrip() or "(no output)", markup=False, soft_wrap=True)
 
         with steps.step("create_volume, attach_volume, see it in use"):
             volume = driver.create_volume(1, "demo-volume")
             driver.attach_volume(node, volume)
             seen = driver.ex_get_volume(volume.id)
             console.print("volume %s is %s, attached to node %s as %s"
-                          % (seen.id, seen.state, node.id, seen.extra["device"]))
+                          % (seen.id, seen.state, node.id, (seen.extra or {}).get("device")))
 
         with steps.step("detach_volume, destroy_volume"):
             driver.detach_volume(volume)
@@ -122,7 +130,10 @@ def run_demo(keep: bool = False, delay: float = 0.2) -> int:
             node = None
     finally:
         _cleanup(driver, node, volume)
-        print_table(steps.rows, ["step", "result", "seconds"], title="summary")
+        if as_json:
+            print_json({"steps": steps.rows})
+        else:
+            print_table(steps.rows, ["step", "result", "seconds"], title="summary")
         if keep:
             console.print(
                 "\nThe local cloud keeps running at %s.\nUse it with:  export STRATUSLAB_USER_CONFIG=%s\n"

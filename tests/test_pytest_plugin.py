@@ -276,12 +276,18 @@ def test_local_cloud_sets_and_restores_the_environment(monkeypatch):
     from libcloud.compute.providers import get_driver
 
     monkeypatch.setenv("STRATUSLAB_USER_CONFIG", "/before")
+    monkeypatch.delenv("STRATUSLAB_KEYPAIRS_DIR", raising=False)
     with local_cloud(delays=0.01) as cloud:
         assert os.environ["STRATUSLAB_USER_CONFIG"] == cloud.config_path
-        assert [loc.id for loc in get_driver("stratuslab")("default").list_locations()] == ["local"]
-        state_dir = cloud.state_dir
-    assert os.environ["STRATUSLAB_USER_CONFIG"] == "/before"
-    assert not os.path.exists(state_dir)  # a temporary state directory is removed
+        driver = get_driver("stratuslab")("default")
+        assert [loc.id for loc in driver.list_locations()] == ["local"]
+        # Key pairs made by code under test go to a temporary store, not to ~/.stratuslab.
+        pair = driver.create_key_pair("under-test")
+        assert pair.extra["private_key_path"].startswith(cloud.keypairs_dir + os.sep)
+        assert driver_for(cloud).get_key_pair("under-test").public_key == pair.public_key
+        state_dir, keypairs = cloud.state_dir, cloud.keypairs_dir
+    assert os.environ["STRATUSLAB_USER_CONFIG"] == "/before" and "STRATUSLAB_KEYPAIRS_DIR" not in os.environ
+    assert not os.path.exists(state_dir) and not os.path.exists(keypairs)  # temporary: removed
     monkeypatch.delenv("STRATUSLAB_USER_CONFIG")
     with local_cloud(set_env=False):
         assert "STRATUSLAB_USER_CONFIG" not in os.environ

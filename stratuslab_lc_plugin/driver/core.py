@@ -28,7 +28,7 @@ from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Sequence, 
 
 from libcloud.compute.base import Node, NodeDriver, NodeLocation, StorageVolume
 
-from stratuslab_lc_plugin.config import LocationConfig, UserConfig, default_config_path, resolve_configuration
+from stratuslab_lc_plugin.config import LocationConfig, UserConfig, resolve_configuration
 from stratuslab_lc_plugin.driver import arguments, convert, waiting
 from stratuslab_lc_plugin.errors import (
     KeyPairNotFoundError,
@@ -48,7 +48,10 @@ from stratuslab_lc_plugin.services.one import gc_paused
 from stratuslab_lc_plugin.services.pool import LocationServices, ServicePool
 from stratuslab_lc_plugin.ssh.keystore import KeyStore, StoredKey
 
-__all__ = ["DriverCore", "LocationArg", "NodeList", "default_keypairs_dir", "one_deadline", "refresh", "write_once"]
+__all__ = [
+    "DriverCore", "ENV_KEYPAIRS_DIR", "LocationArg", "NodeList", "default_keypairs_dir", "one_deadline", "refresh",
+    "write_once",
+]
 
 LocationArg = Union[NodeLocation, str, None]
 T = TypeVar("T")
@@ -98,8 +101,8 @@ class DriverCore(NodeDriver):
         ``ex_pdisk_endpoint``, ``ex_marketplace_endpoint``, ``ex_ca_certs_path``.
     :param stratuslab_default_location: the default location (a section that must exist).
     :param ex_keypairs_dir: where the key pairs of ``create_key_pair`` and
-        ``import_key_pair_from_*`` are kept (default: ``keypairs`` beside the default
-        configuration file, ``~/.stratuslab/keypairs``).
+        ``import_key_pair_from_*`` are kept (default: ``$STRATUSLAB_KEYPAIRS_DIR``, else
+        ``~/.stratuslab/keypairs``).
     :param timeout: seconds a call may take, retries included (None: Libcloud's 60).
     :param retries: extra attempts for idempotent calls after a transient failure (2).
     :param retry_delay: first pause between attempts, in seconds (0.2).
@@ -392,9 +395,17 @@ class DriverCore(NodeDriver):
         self.close()
 
 
+#: Environment variable naming the key store's directory (for tools that cannot pass arguments).
+ENV_KEYPAIRS_DIR = "STRATUSLAB_KEYPAIRS_DIR"
+
+
 def default_keypairs_dir() -> str:
-    """``keypairs`` beside the default user configuration (``~/.stratuslab/keypairs``)."""
-    return os.path.join(os.path.dirname(default_config_path()), "keypairs")
+    """``$STRATUSLAB_KEYPAIRS_DIR``, else ``~/.stratuslab/keypairs``, beside the usual configuration.
+
+    Not beside ``$STRATUSLAB_USER_CONFIG``: that may be a local cloud's state directory,
+    which holds the cloud's own files only.
+    """
+    return os.path.expanduser(os.environ.get(ENV_KEYPAIRS_DIR) or os.path.join("~", ".stratuslab", "keypairs"))
 
 
 def _stop_workers(workers: Dict[str, ThreadPoolExecutor], lock: threading.Lock, wait: bool) -> None:

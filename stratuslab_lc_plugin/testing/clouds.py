@@ -13,9 +13,9 @@ cloud is started or a driver is made.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from contextlib import contextmanager
-from types import SimpleNamespace
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
 
 __all__ = ["DEFAULT_DELAY", "LeftBehindError", "driver_for", "local_cloud", "nothing_left_behind"]
@@ -23,6 +23,7 @@ __all__ = ["DEFAULT_DELAY", "LeftBehindError", "driver_for", "local_cloud", "not
 #: Seconds per VM lifecycle step: short for quick tests, long enough to see each state.
 DEFAULT_DELAY = 0.05
 ENV_USER_CONFIG = "STRATUSLAB_USER_CONFIG"
+ENV_KEYPAIRS_DIR = "STRATUSLAB_KEYPAIRS_DIR"  # stratuslab_lc_plugin.driver.core.ENV_KEYPAIRS_DIR
 
 Delays = Union[float, Mapping[str, float]]
 
@@ -40,32 +41,42 @@ def local_cloud(*, delays: Delays = DEFAULT_DELAY, users: Optional[Mapping[str, 
     ``delays``, ``users``, ``faults``, ``state_dir`` and any other keyword go to
     ``LocalCloud`` (``state_dir=None``: a temporary directory, removed on exit). With
     ``set_env`` (the default), ``STRATUSLAB_USER_CONFIG`` names the cloud's configuration
-    until the block ends, then gets its old value back; the environment is the process's,
-    so do not run two such blocks at once in threads.
+    and ``STRATUSLAB_KEYPAIRS_DIR`` a temporary key store (``cloud.keypairs_dir``) until the
+    block ends, then they get their old values back; the environment is the process's, so
+    do not run two such blocks at once in threads.
     """
     from stratuslab_lc_plugin.emulator import LocalCloud
 
-    with LocalCloud(state_dir=state_dir, delays=delays, users=users, faults=faults, **options) as cloud:
+    with LocalCloud(state_dir=state_dir, delays=delays, users=users, faults=faults, **options) as cloud, \
+            tempfile.TemporaryDirectory(prefix="stratuslab-keypairs-") as keypairs:
+        cloud.keypairs_dir = keypairs  # key pairs of code under test stay out of ~/.stratuslab
         if not set_env:
             yield cloud
             return
-        saved = os.environ.get(ENV_USER_CONFIG)
-        os.environ[ENV_USER_CONFIG] = cloud.config_path
+        variables = {ENV_USER_CONFIG: cloud.config_path, ENV_KEYPAIRS_DIR: keypairs}
+        saved = {name: os.environ.get(name) for name in variables}
+        os.environ.update(variables)
         try:
             yield cloud
         finally:
-            if saved is None:
-                os.environ.pop(ENV_USER_CONFIG, None)
-            else:
-                os.environ[ENV_USER_CONFIG] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def driver_for(cloud: Any, **kwargs: Any) -> Any:
-    """A new driver for ``cloud``, made as users make one: ``get_driver('stratuslab')``."""
+    """A new driver for ``cloud``, made as users make one: ``get_driver('stratuslab')``.
+
+    Its key pairs go to the cloud's temporary key store (see :func:`local_cloud`).
+    """
     from libcloud.compute.providers import get_driver
 
     import stratuslab_lc_plugin  # noqa: F401 - registers where .pth files are not processed
 
+    if getattr(cloud, "keypairs_dir", None):
+        kwargs.setdefault("ex_keypairs_dir", cloud.keypairs_dir)
     return get_driver("stratuslab")("default", stratuslab_user_config=cloud.config_path, **kwargs)
 
 
@@ -113,6 +124,7 @@ def _faults_aside(cloud: Any) -> Iterator[None]:
 
 
 def _remove_new(driver: Any, nodes_before: set, volumes_before: set) -> List[str]:
+    from libcloud.compute.base import Node
     from libcloud.compute.types import NodeState
 
     from stratuslab_lc_plugin.errors import NotFoundError
@@ -132,7 +144,9 @@ def _remove_new(driver: Any, nodes_before: set, volumes_before: set) -> List[str
         if volume.id in volumes_before:
             continue
         for attachment in volume.extra.get("attachments", []):
-            node = nodes.get(attachment["node_id"]) or SimpleNamespace(id=attachment["node_id"])
+            node = nodes.get(attachment["node_id"]) or Node(
+                id=attachment["node_id"], name=None, state=None, public_ips=[], private_ips=[], driver=driver,
+                extra={"location": volume.extra.get("location")})
             attempt("detach volume %s from node %s" % (volume.id, node.id), driver.detach_volume,
                     volume, ex_node=node)
         attempt("destroy volume %s" % volume.id, driver.destroy_volume, volume)

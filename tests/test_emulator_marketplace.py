@@ -36,6 +36,7 @@ JANE = "jane.tester@example.org"
 TEAM = "appliances@example.org"
 NO_MATCH = XML_HEADER + "<error>no metadata matching query found</error>"
 NOT_FOUND = XML_HEADER + "<error>metadata entry not found.</error>"
+XML = "application/xml"
 
 # Elements the 14.06 client requires in each entry (spec §3.4), plus what the server
 # needs (endorsement e-mail and time).
@@ -255,7 +256,7 @@ def test_list_document_wraps_stored_documents(market, catalogue):
 
 def test_identifier_filter(market):
     assert ids_of(get(market, f"/metadata/{UBUNTU}")) == [UBUNTU]
-    assert get(market, f"/metadata/{OLD_TTYLINUX}").body.decode() == NO_MATCH
+    assert get(market, f"/metadata/{OLD_TTYLINUX}", accept=XML).body.decode() == NO_MATCH
     assert get(market, f"/metadata/{OLD_TTYLINUX}").status == 404
     assert ids_of(get(market, f"/metadata/{OLD_TTYLINUX}", status="expired")) == [OLD_TTYLINUX]
     assert get(market, "/metadata/unknown-image").status == 404
@@ -331,13 +332,22 @@ def test_location_filter(market, catalogue):
     assert get(market, f"/metadata/{TTYLINUX}", location="pdisk").status == 404
 
 
-def test_empty_catalogue(catalogue):
-    market = MarketplaceHandler(Catalogue())
-    response = get(market, "/metadata")
-    assert response.status == 200
-    assert response.body.decode() == XML_HEADER + "<metadata></metadata>"
-    assert get(market, "/metadata", status="expired").status == 200
-    assert get(market, f"/metadata/{UBUNTU}").status == 404
+def test_an_empty_catalogue_or_an_empty_status_is_a_404_too(market):
+    # The server's query then yields one row of nulls, which it refuses (section 8).
+    empty = MarketplaceHandler(Catalogue())
+    for handler, path, query in ((empty, "/metadata", {}), (empty, "/metadata", {"status": "any"}),
+                                 (empty, f"/metadata/{UBUNTU}", {}),
+                                 (market, "/metadata", {"location": "nowhere-known",
+                                                        "status": "bogus-and-deprecated"})):
+        response = get(handler, path, accept=XML, **query)
+        if handler is market:  # an unknown location is "all", an unknown status no filter
+            assert response.status == 200
+            continue
+        assert (response.status, response.body.decode()) == (404, NO_MATCH)
+    only_expired = MarketplaceHandler(Catalogue([e for e in Catalogue.seeded().entries()
+                                                 if e.status() == "expired"]))
+    assert get(only_expired, "/metadata", accept=XML).status == 404
+    assert get(only_expired, "/metadata", accept=XML, status="expired").status == 200
 
 
 # --- single entries ----------------------------------------------------------------------
@@ -349,7 +359,7 @@ def test_stored_document_by_full_address(market, catalogue):
         assert response.content_type.startswith("application/rdf+xml")
         assert response.body.decode() == XML_HEADER + entry.to_rdf_xml()
         assert ET.fromstring(response.body).tag == RDF + "RDF"
-    missing = get(market, f"/metadata/{UBUNTU}/{TEAM}/2001-01-01T00:00:00Z")
+    missing = get(market, f"/metadata/{UBUNTU}/{TEAM}/2001-01-01T00:00:00Z", accept=XML)
     assert (missing.status, missing.body.decode()) == (404, NOT_FOUND)
 
 
@@ -359,8 +369,10 @@ def test_tag_lookup_gives_newest_tagged_entry(market):
     description = ET.fromstring(response.body).find(RDF + "Description")
     assert description.findtext(DC + "identifier") == UBUNTU
     assert description.findtext(SLT + "version") == "1.3"
-    assert get(market, f"/metadata/{TEAM}", tag="no-such-tag").body.decode() == NOT_FOUND
+    assert get(market, f"/metadata/{TEAM}", tag="no-such-tag", accept=XML).body.decode() == NOT_FOUND
     assert get(market, f"/metadata/{JANE}", tag="ubuntu-12.04").status == 404
+    by_path = get(market, f"/tag/{TEAM}/ubuntu-12.04/")
+    assert (by_path.status, by_path.body) == (response.status, response.body)
 
 
 # --- negotiation, errors, routing -----------------------------------------------------------
@@ -371,22 +383,51 @@ def test_json_list_is_a_datatables_object(market, catalogue):
     document = json.loads(response.body)
     assert set(document) == {"sEcho", "iTotalRecords", "iTotalDisplayRecords", "rMsg", "aaData"}
     valid = [e for e in catalogue.latest() if e.status() == "valid"]
-    assert document["sEcho"] == "3"
-    assert document["iTotalRecords"] == document["iTotalDisplayRecords"] == str(len(valid))
+    assert document["sEcho"] == 3 and document["rMsg"] == "no metadata matching query found"
+    assert document["iTotalRecords"] == document["iTotalDisplayRecords"] == len(valid)
     rows = {row[7]: row for row in document["aaData"]}
     entry = catalogue.entry(UBUNTU)
     assert rows[UBUNTU] == ["", "Ubuntu", "12.04", "x86_64", TEAM, "machine",
                             "2014-02-20T08:30:00Z", UBUNTU, entry.locations[0],
                             entry.description, entry.title]
     filtered = json.loads(get(market, f"/metadata/{UBUNTU}", accept="application/json").body)
-    assert filtered["iTotalRecords"] == str(len(valid)) and filtered["iTotalDisplayRecords"] == "1"
+    assert filtered["iTotalRecords"] == len(valid) and filtered["iTotalDisplayRecords"] == 1
+    assert json.loads(get(market, "/metadata", accept="application/json").body)["sEcho"] == 0
+
+
+def test_a_json_list_that_matches_nothing_is_an_empty_table(market):
+    for path in ("/metadata/nope", f"/metadata/{OLD_TTYLINUX}"):
+        response = get(market, path, accept="application/json", sEcho="-2")
+        assert response.status == 200
+        assert json.loads(response.body) == {
+            "sEcho": -2, "iTotalRecords": 0, "iTotalDisplayRecords": 0,
+            "rMsg": "no metadata matching query found", "aaData": []}
+    for echo in ("x", "1.5", "2147483648"):   # Integer.parseInt fails: an uncaught 500
+        assert get(market, "/metadata", accept="application/json", sEcho=echo).status == 500
 
 
 def test_json_errors(market):
-    response = get(market, "/metadata/nope", accept="application/json")
+    response = get(market, f"/metadata/{UBUNTU}/{TEAM}/2001-01-01T00:00:00Z",
+                   accept="application/json")
     assert response.status == 404
-    assert response.body.decode() == '{"404" : "no metadata matching query found"}'
-    assert json.loads(response.body) == {"404": "no metadata matching query found"}
+    assert response.body.decode() == '{"404" : "metadata entry not found."}'
+
+
+@pytest.mark.parametrize("accept, kind", [
+    (None, "html"), ("*/*", "html"), ("text/html", "html"), ("application/xml", "xml"),
+    ("text/xml", "xml"), ("application/rdf+xml", "xml"), ("application/json", "json"),
+    ("application/xml;q=0.1, application/json", "xml"),       # the first entry, whatever q
+    ("text/html, application/xml", "html"), ("application/json;charset=utf-8", "html"),
+    ("application/json;q=0.5", "json"),
+])
+def test_errors_take_the_form_of_the_first_accepted_type(market, accept, kind):
+    response = get(market, f"/metadata/{UBUNTU}/{TEAM}/2001-01-01T00:00:00Z", accept=accept)
+    assert response.status == 404
+    assert response.content_type.split(";")[0] == {
+        "html": "text/html", "xml": "application/xml", "json": "application/json"}[kind]
+    if kind == "html":
+        page = response.body.decode()
+        assert "<h1>Not Found</h1>" in page and "<td>metadata entry not found.</td>" in page
 
 
 @pytest.mark.parametrize("accept, kind", [
@@ -402,17 +443,24 @@ def test_content_negotiation(market, accept, kind):
 
 
 def test_methods_and_unknown_paths(market):
-    post = get(market, "/metadata", method="POST")
+    post = get(market, "/metadata", method="POST", accept=XML)
     assert post.status == 405 and post.headers["Allow"] == "GET, HEAD"
     assert post.body.decode().startswith(XML_HEADER + "<error>")
     head = get(market, f"/metadata/{UBUNTU}", method="HEAD")
     assert (head.status, head.body) == (200, b"")
     assert get(market, "/metadata/nope", method="HEAD").status == 404
-    for path in ("/", "", "/endorsers", "/metadatax", "/metadata//x",
+    # Paths no route matches get the home page (the Router's default route).
+    for path in ("/", "", "/metadatax", "/nothing/here", "/endorsers/x/y/z",
                  f"/metadata/{UBUNTU}/{TEAM}/2014-02-20T08:30:00Z/extra"):
-        response = get(market, path)
-        assert response.status == 404, path
-        assert ET.fromstring(response.body).tag == "error"
+        response = get(market, path, accept=XML)
+        assert response.status == 200, path
+        assert response.content_type.startswith("text/html")
+        assert '<meta http-equiv="REFRESH" content="0;url=metadata">' in response.body.decode()
+    assert get(market, "/nothing", method="POST").status == 405
+    # '//' is '/' (DoubleSlashFilter); real routes the emulator does not serve are 404s.
+    assert ids_of(get(market, f"/metadata//{UBUNTU}")) == [UBUNTU]
+    for path in ("/endorsers", "/query", "/upload/", "/action/x", "/css/style.css"):
+        assert get(market, path, accept=XML).status == 404, path
 
 
 def test_case_insensitive_accept_header(market):
@@ -443,7 +491,7 @@ def test_https_entry_filters_and_errors(cloud):
     assert [r.find(RDF + "Description").findtext(SLT + "version")
             for r in ET.fromstring(one.content)] == ["1.3"]
     expired = requests.get(f"{base}/{OLD_TTYLINUX}", verify=cloud.ca_path, timeout=30)
-    assert expired.status_code == 404 and expired.text == NO_MATCH
+    assert expired.status_code == 404 and "<td>no metadata matching query found</td>" in expired.text
     expired = requests.get(f"{base}/{OLD_TTYLINUX}", params={"status": "expired"},
                            verify=cloud.ca_path, timeout=30)
     assert expired.status_code == 200
@@ -454,5 +502,5 @@ def test_https_entry_filters_and_errors(cloud):
     assert re.match(r"<\?xml[^>]*\?><rdf:RDF", datum.text)
     as_json = requests.get(base, headers={"Accept": "application/json"},
                            verify=cloud.ca_path, timeout=30)
-    assert as_json.json()["iTotalDisplayRecords"] == str(len(ET.fromstring(
-        requests.get(base, verify=cloud.ca_path, timeout=30).content)))
+    assert as_json.json()["iTotalDisplayRecords"] == len(ET.fromstring(
+        requests.get(base, verify=cloud.ca_path, timeout=30).content))

@@ -140,7 +140,8 @@ class FakeGuests:
             self.calls.append(("stopped", vm_id))
 
 
-USERS = {"alice": ALICE_PASSWORD, "bob": "bob-pw", "oneadmin": "admin-pw"}
+USERS = {"alice": ALICE_PASSWORD, "bob": "bob-pw", "oneadmin": "admin-pw",
+         "jane doe@x.org": "jane-pw"}
 
 
 @pytest.fixture(scope="module")
@@ -264,9 +265,11 @@ def test_defaults_added_by_one(alice):
 
 def test_name_limit_and_parse_errors(alice):
     assert alice.allocate(template(name="n" * 128))[0] is True
+    next_id = alice.new_vm()
+    # 3.2 writes the message after the VM id still in its buffer
     assert alice.allocate(template(name="n" * 129)) == [
         False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
-               "NAME is too long; max length is 128 chars.", 0x2000]
+               "%dNAME is too long; max length is 128 chars." % (next_id + 1), 0x2000]
     assert alice.allocate('CPU = 1\nDISK = [ source = "a" target = "b" ]\n') == [
         False, "[VirtualMachineAllocate] Error allocating a new virtual machine. Parse error: "
                "syntax error, unexpected VARIABLE, expecting COMMA or CBRACKET at line 2, "
@@ -274,6 +277,53 @@ def test_name_limit_and_parse_errors(alice):
     ok, message, code = alice.allocate(template() + "CONTEXT = [ a = b ]\n")
     assert (ok, code) == (False, 0x2000) and message.endswith(
         "Only one CONTEXT attribute can be defined.")
+
+
+def context_of(alice, context: str, **template_args):
+    """Allocate with this CONTEXT; the expanded CONTEXT, or the failure triple."""
+    text = template(**template_args).replace(
+        'CONTEXT = [\npublic_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey user@host\n",\n'
+        'target = "hdd"\n]', "CONTEXT = [ %s ]" % context)
+    ok, vm_id, code = alice.allocate(text)
+    if not ok:
+        return [ok, vm_id, code]
+    doc = alice.doc(vm_id)
+    return {e.tag: e.text for e in doc.find("TEMPLATE/CONTEXT")}, doc
+
+
+def test_context_variables_of_3_2(alice):
+    context, doc = context_of(alice, 'UID = "$UID", BOTH = "$NAME$VMID", DOT = "$NAME.", '
+                                     'ADDR = "$NETWORK[NETWORK_ADDRESS, NETWORK=\\"public\\"]", '
+                                     'BYID = "$NETWORK[BRIDGE, NETWORK_ID=\\"0\\"]", '
+                                     'USER = "<$USER[SSH_KEY]>", '
+                                     'SWAP = "$DISK[SIZE, TYPE=\\"swap\\"]", CPU = "$CPU"', name="ctx")
+    vm_id = doc.findtext("ID")
+    assert context == {"UID": "1", "BOTH": "ctx" + vm_id, "DOT": "ctx.", "ADDR": "127.1.0.0",
+                       "BYID": "br0", "USER": "<>", "SWAP": "1536", "CPU": "1",
+                       "TARGET": "hdb"}
+
+
+def test_template_variable_is_the_vm_document_without_its_context(alice):
+    context, doc = context_of(alice, 'DOC = "$TEMPLATE"', name="doc")
+    inner = ET.fromstring(base64.b64decode(context["DOC"]))
+    assert inner.tag == "VM" and inner.findtext("ID") == doc.findtext("ID")
+    assert inner.findtext("NAME") == "doc" and inner.findtext("STATE") == "0"
+    assert inner.find("TEMPLATE/CONTEXT") is None
+    assert inner.findtext("TEMPLATE/NIC/IP") == doc.findtext("TEMPLATE/NIC/IP")
+
+
+# After a variable, "," "=" "]" are tokens of the variable syntax, not text.
+@pytest.mark.parametrize("value", ['"$NAME, more"', '"[$NAME]"', '"costs 5$"', '"$ alone"',
+                                   '"$[X]"'])
+def test_a_dollar_the_grammar_rejects_fails_the_allocation_without_a_reason(alice, value):
+    assert context_of(alice, "BAD = %s" % value) == [
+        False, "[VirtualMachineAllocate] Error allocating a new virtual machine.", 0x2000]
+
+
+def test_requirements_are_expanded_too(alice):
+    text = template(name="req") + 'REQUIREMENTS = "HOSTNAME = \\"$NAME\\""\n'
+    vm_id = alice.allocate(text)[1]
+    assert alice.doc(vm_id).findtext("TEMPLATE/REQUIREMENTS") == 'HOSTNAME = "req"'
 
 
 def test_context_variables_are_expanded(alice):
@@ -286,17 +336,72 @@ def test_context_variables_are_expanded(alice):
     assert context.findtext("VM") == "vars"
 
 
+NO_NETWORK = [False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
+                     "Could not get virtual network for VM.", 0x2000]
+
+
+@pytest.mark.parametrize("nic", [
+    'NIC = [ network = "public" ]',                              # alice owns no network
+    'NIC = [ network_uname=oneadmin, network = "nope" ]',
+    'NIC = [ network_uname=nobody, network = "public" ]',
+    'NIC = [ network_uid=x, network = "public" ]',
+    'NIC = [ network_id = 9 ]',
+    'NIC = [ network_uname=oneadmin, network = "public", ip = "127.2.0.9" ]',  # not in its range
+    'NIC = [ network_uname=oneadmin, network = "public", ip = "not-an-ip" ]',
+])
+def test_every_nic_failure_has_one_text_in_3_2(alice, nic):
+    assert alice.allocate(template(nic=nic)) == NO_NETWORK
+
+
+def test_nic_vlan_id_is_restricted_for_users_but_not_for_oneadmin(alice, admin):
+    nic = 'NIC = [ network_uname=oneadmin, network = "public", vlan_id = "7" ]'
+    assert alice.allocate(template(nic=nic, name="n" * 200)) == [   # checked first
+        False, "[VirtualMachineAllocate] Error allocating a new virtual machine. VM Template "
+               "includes a restricted attribute NIC/VLAN_ID.", 0x2000]
+    vm_id = admin.new_vm(nic=nic)
+    assert admin.doc(vm_id).findtext("TEMPLATE/NIC/VLAN_ID") == "7"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing but a comment\n"])
+def test_an_empty_template_is_a_vm_named_after_its_id(alice, text):
+    ok, vm_id, code = alice.allocate(text)
+    assert (ok, code) == (True, 0)
+    doc = alice.doc(vm_id)
+    assert doc.findtext("NAME") == "one-%d" % vm_id
+    assert [(e.tag, e.text) for e in doc.find("TEMPLATE")] == [
+        ("NAME", "one-%d" % vm_id), ("VMID", str(vm_id))]
+
+
+def test_an_xml_template_is_a_syntax_error_in_3_2(alice):
+    assert alice.allocate("<TEMPLATE><CPU>1</CPU></TEMPLATE>") == [
+        False, "[VirtualMachineAllocate] Error allocating a new virtual machine. Parse error: "
+               "syntax error, unexpected VARIABLE, expecting EQUAL or EQUAL_EMPTY at line 1, "
+               "columns 12:15", 0x2000]
+
+
+def test_names_that_are_not_xml_names_get_a_one_prefix(alice):
+    vm_id = alice.allocate("CPU = 1\n2X = a\nXMLISH = b\nxml = c\n")[1]
+    names = [e.tag for e in alice.doc(vm_id).find("TEMPLATE")]
+    assert names == sorted(["CPU", "ONE_2X", "ONE_XMLISH", "XML", "NAME", "VMID"])
+
+
+def test_disk_ids_count_every_disk_attribute(alice):
+    vm_id = alice.allocate('DISK = "a single value"\nDISK = [ source = "x", target = "hda" ]\n')[1]
+    disks = alice.doc(vm_id).findall("TEMPLATE/DISK")
+    assert [d.findtext("DISK_ID") for d in disks] == [None, "1"]
+
+
+def test_uname_is_url_encoded_by_the_proxy(fast):
+    jane = One(fast, "jane doe@x.org", "jane-pw")
+    vm_id = jane.new_vm()
+    doc = jane.doc(vm_id)
+    assert doc.findtext("UNAME") == "jane+doe%40x.org"      # java.net.URLEncoder
+    assert vm_id in jane.pool_ids()
+
+
 def test_network_rules(alice):
-    no_owner = alice.allocate(template(nic='NIC = [ network = "public" ]'))
-    assert no_owner == [False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
-                               "User 1 does not own a network with name: public . Set "
-                               "NETWORK_UNAME or NETWORK_UID of owner in NIC.", 0x2000]
-    unknown = alice.allocate(template(nic='NIC = [ network_uname=oneadmin, network = "nope" ]'))
-    assert unknown[0] is False and "does not own a network with name: nope" in unknown[1]
-    restricted = alice.allocate(template(
-        nic='NIC = [ network_uname=oneadmin, network = "public", vlan_id = "7" ]'))
-    assert restricted == [False, "[VirtualMachineAllocate] User [1] : VM Template includes a "
-                                 "restricted attribute NIC/VLAN_ID.", 0x0200]
+    by_uid = alice.new_vm(nic='NIC = [ network_uid=0, network = "local" ]')
+    assert alice.doc(by_uid).find("TEMPLATE/NIC").findtext("NETWORK") == "local"
     by_id = alice.new_vm(nic='NIC = [ network_id = 2 ]')
     assert alice.doc(by_id).find("TEMPLATE/NIC").findtext("NETWORK") == "private"
 
@@ -310,8 +415,7 @@ def test_each_vm_gets_its_own_address_and_released_leases_come_back(alice):
     vm_id, ip = ips[0]
     taken = alice.allocate(template(
         nic='NIC = [ network_uname=oneadmin,network = "private", ip = "%s" ]' % ip))
-    assert taken == [False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
-                            "Cannot get IP/MAC lease from virtual network 2.", 0x2000]
+    assert taken == NO_NETWORK
     assert alice.action("finalize", vm_id) == [True, vm_id, 0]
     again = alice.new_vm(nic='NIC = [ network_uname=oneadmin,network = "private", ip = "%s" ]' % ip)
     assert alice.doc(again).findtext("TEMPLATE/NIC/IP") == ip
@@ -341,6 +445,27 @@ def test_info_errors(alice, bob):
         False, "[VirtualMachineAction] Error getting virtual machine [999999].", 0x0400]
 
 
+def test_id_minus_one_asks_for_the_pool_in_3_2(alice, admin):
+    assert admin.info(-1) == [False, "[VirtualMachineInfo] Error getting virtual machine Pool.",
+                              0x0400]
+    assert alice.info(-1) == [False, "[VirtualMachineInfo] User [1] : Not authorized to perform "
+                                     "USE VM.", 0x0200]
+    assert alice.info(-7) == [False, "[VirtualMachineInfo] User [1] : Not authorized to perform "
+                                     "USE VM.", 0x0200]
+    assert admin.info(-7) == [False, "[VirtualMachineInfo] Error getting virtual machine [-7].",
+                              0x0400]
+    for who in (alice, admin):
+        assert who.action("finalize", -1) == [
+            False, "[VirtualMachineAction] Error getting virtual machine Pool.", 0x0400]
+
+
+def test_authentication_comes_before_the_parameters(fast):
+    stranger = One(fast, "mallory", "", route="cert", cert=fast.client_cert("mallory"))
+    refused = [False, "[VirtualMachineInfo] User couldn't be authenticated, aborting call.", 0x0100]
+    assert stranger.proxy.one.vm.info(stranger.session) == refused   # not "Not enough parameters"
+    assert stranger.proxy.one.vm.info(stranger.session, "not an int") == refused
+
+
 def test_oneadmin_may_see_and_manage_every_vm(alice, admin):
     vm_id = alice.new_vm()
     assert admin.doc(vm_id).findtext("UNAME") == "alice"
@@ -348,10 +473,16 @@ def test_oneadmin_may_see_and_manage_every_vm(alice, admin):
     assert admin.action("finalize", vm_id) == [True, vm_id, 0]
 
 
-def test_unknown_action_is_an_action_error(alice):
+UNDEFINED_ACTION = [False, "[VirtualMachineAction] Internal error. Action result not defined",
+                    0x2000]
+
+
+def test_an_unknown_action_has_no_result_in_3_2(alice, admin):
     vm_id = alice.new_vm()
-    assert alice.action("explode", vm_id) == [
-        False, "[VirtualMachineAction] Virtual machine action not supported", 0x0800]
+    assert alice.action("explode", vm_id) == UNDEFINED_ACTION
+    assert alice.action("explode", 99999) == [   # vm_authorization comes first
+        False, "[VirtualMachineAction] Error getting virtual machine [99999].", 0x0400]
+    assert admin.action("explode", 99999) == UNDEFINED_ACTION  # an admin skips it
 
 
 WRONG = [False, "[VirtualMachineAction] Wrong state to perform action", 0x0800]
@@ -390,7 +521,7 @@ def test_restart_only_from_boot():
         alice = One(cloud, "alice", ALICE_PASSWORD)
         vm_id = alice.new_vm()
         doc = alice.wait(vm_id, ACTIVE, BOOT)
-        assert doc.findtext("DEPLOY_ID") == "one-%d" % vm_id
+        assert doc.findtext("DEPLOY_ID") == ""  # set when the deployment succeeds
         assert alice.action("shutdown", vm_id) == WRONG
         assert alice.action("restart", vm_id) == [True, vm_id, 0]
         assert alice.state(vm_id) == (ACTIVE, BOOT)
@@ -487,20 +618,41 @@ def test_suspend_resume_cancel_and_resubmit(alice):
     assert alice.action("resubmit", vm_id) == [True, vm_id, 0]
     alice.wait(vm_id, ACTIVE, RUNNING)
     assert alice.action("cancel", vm_id) == [True, vm_id, 0]
-    alice.wait(vm_id, DONE, 0)
+    doc = alice.wait(vm_id, DONE, 0)
+    assert doc.findall("HISTORY_RECORDS/HISTORY")[-1].findtext("REASON") == "4"  # CANCEL
 
 
-def test_unknown_marketplace_image_fails_in_prolog(alice):
+def test_shutdown_keeps_reason_none_and_deploy_id_comes_with_running(alice):
+    vm_id = alice.new_vm()
+    doc = alice.wait(vm_id, ACTIVE, RUNNING)
+    assert doc.findtext("DEPLOY_ID") == "one-%d" % vm_id
+    assert alice.action("shutdown", vm_id) == [True, vm_id, 0]
+    doc = alice.wait(vm_id, DONE, 0)
+    assert doc.findtext("HISTORY_RECORDS/HISTORY/REASON") == "0"
+
+
+def test_unknown_marketplace_image_fails_in_prolog_and_keeps_its_lease(alice):
     vm_id = alice.new_vm(image="A" * 27)
     doc = alice.wait(vm_id, FAILED, 0)
-    assert "A" * 27 in doc.findtext("TEMPLATE/ERROR_MESSAGE")
+    error = doc.find("TEMPLATE/ERROR")   # PoolObjectSQL::set_template_error_message
+    assert [e.tag for e in error] == ["MESSAGE", "TIMESTAMP"]
+    assert error.findtext("MESSAGE") == ("Error excuting image transfer script: image %s not "
+                                         "found in the Marketplace" % ("A" * 27))
+    time.strptime(error.findtext("TIMESTAMP"), "%a %b %d %H:%M:%S %Y")  # ctime()
+    assert doc.find("TEMPLATE/ERROR_MESSAGE") is None
     assert vm_id in alice.pool_ids(-3, -1, -1, FAILED)
-    ip = doc.findtext("TEMPLATE/NIC/IP")      # FAILED gave the lease back...
-    taker = alice.new_vm(nic='NIC = [ network_uname=oneadmin,network = "public", ip = "%s" ]' % ip)
+    assert doc.findtext("HISTORY_RECORDS/HISTORY/REASON") == "1"   # ERROR
+    ip = doc.findtext("TEMPLATE/NIC/IP")      # FAILED keeps the lease (failed_action)...
+    taken = alice.allocate(template(
+        nic='NIC = [ network_uname=oneadmin,network = "public", ip = "%s" ]' % ip))
+    assert taken == NO_NETWORK
     assert alice.action("resubmit", vm_id) == [True, vm_id, 0]
-    moved = alice.doc(vm_id).findtext("TEMPLATE/NIC/IP")   # ...so resubmit needs a new one
-    assert moved != ip and moved != alice.doc(taker).findtext("TEMPLATE/NIC/IP")
-    alice.wait(vm_id, FAILED, 0)
+    assert alice.doc(vm_id).findtext("TEMPLATE/NIC/IP") == ip   # ...and runs on it again
+    doc = alice.wait(vm_id, FAILED, 0)
+    assert len(doc.findall("TEMPLATE/ERROR")) == 2     # 3.2 adds one per failure
+    assert alice.action("finalize", vm_id) == [True, vm_id, 0]  # only finalize frees it
+    again = alice.new_vm(nic='NIC = [ network_uname=oneadmin,network = "public", ip = "%s" ]' % ip)
+    assert alice.doc(again).findtext("TEMPLATE/NIC/IP") == ip
 
 
 def test_guest_hooks_and_ssh_port(fast, alice):
@@ -572,11 +724,18 @@ def test_xmlrpc_faults(alice):
     with pytest.raises(xmlrpc.client.Fault) as fault:
         alice.proxy.one.vm.migrate(alice.session, 1, 2)
     assert fault.value.faultCode == -506
-    assert fault.value.faultString == "Requested method 'one.vm.migrate' does not exist"
+    assert fault.value.faultString == "Method 'one.vm.migrate' not defined"  # xmlrpc-c
     with pytest.raises(xmlrpc.client.Fault) as fault:
         alice.proxy.one.vm.info(alice.session, "1")
     assert (fault.value.faultCode, fault.value.faultString) == (
-        -501, "Parameter that is supposed to be an integer is not")
+        -501, "Parameter that is supposed to be integer is not")
+    with pytest.raises(xmlrpc.client.Fault) as fault:
+        alice.proxy.one.vm.action(alice.session, 7, 1)
+    assert (fault.value.faultCode, fault.value.faultString) == (
+        -501, "Parameter that is supposed to be a string is not")
+    with pytest.raises(xmlrpc.client.Fault) as fault:
+        alice.proxy.one.vm.info()  # the proxy puts a session in, whatever the client sent
+    assert (fault.value.faultCode, fault.value.faultString) == (-501, "Not enough parameters")
     with pytest.raises(xmlrpc.client.Fault) as fault:
         alice.proxy.one.vmpool.info(alice.session, -3)
     assert (fault.value.faultCode, fault.value.faultString) == (-501, "Not enough parameters")
@@ -699,7 +858,7 @@ def test_restart_keeps_vms_and_resumes_transitions(tmp_path):
         alice = One(cloud, "alice", ALICE_PASSWORD)
         alice.wait(pending, ACTIVE, RUNNING)                # rescheduled after the restart
         carol = One(cloud, "carol", "c")
-        assert carol.doc(carol.new_vm()).findtext("UID") == "3"
+        assert carol.doc(carol.new_vm()).findtext("UID") == "4"
         assert alice.doc(running).findtext("UID") == "1"
     assert os.path.exists(os.path.join(state_dir, "cloud.db"))
 
@@ -739,3 +898,10 @@ def test_finalize_releases_pdisk_mounts(fast, alice):
     deleted = requests.delete(fast.url + "/pdisk/pswd/disks/%s/" % disk, auth=auth,
                               verify=fast.ca_path, timeout=10)
     assert deleted.status_code == 200, deleted.text
+
+
+@pytest.mark.parametrize("disk", ['DISK = [ image = "ttylinux" ]', 'DISK = [ image_id = 3 ]'])
+def test_a_repository_image_is_refused_with_the_3_2_text(alice, disk):
+    assert alice.allocate("CPU = 1\n%s\n" % disk) == [
+        False, "[VirtualMachineAllocate] Error allocating a new virtual machine. "
+               "Could not get disk image for VM.", 0x2000]

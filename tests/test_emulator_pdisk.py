@@ -92,7 +92,7 @@ def test_create_then_list_own_disks_newest_first(alice, bob):
     assert [d["uuid"] for d in disks] == [second, first]
     assert [list(d) for d in disks] == [LIST_KEYS, LIST_KEYS]
     assert disks[1] == {"uuid": first, "tag": "data", "count": "0", "owner": "alice", "size": "1"}
-    assert disks[0]["tag"] == "" and disks[0]["size"] == "1024"
+    assert disks[0]["tag"] == "" and disks[0]["size"] == "1,024"  # FreeMarker, en-US
     assert_all_strings(disks)
     assert alice.call("GET", "/disks")[1] == disks
 
@@ -113,8 +113,11 @@ def test_service_user_lists_every_disk(alice, bob, admin):
     ({"size": "1.5"}, 'Error parsing size: For input string: "1.5"'),
     ({"size": ""}, 'Error parsing size: For input string: ""'),
     ({"size": " 5"}, 'Error parsing size: For input string: " 5"'),
-    ({"size": "99999999999"}, 'Error parsing size: For input string: "99999999999"'),
-    ({"size": "5", "visibility": "friends"}, "invalid visibility: friends"),
+    ({"size": "99999999999"}, "Size must be an integer between 1 and 1024"),  # a Java long
+    ({"size": "9223372036854775808"}, 'Error parsing size: For input string: '
+                                      '"9223372036854775808"'),
+    ({"size": "5", "visibility": "friends"}, "Invalid value for form element visibility: No "
+     "enum constant eu.stratuslab.storage.disk.resources.BaseResource.DiskVisibility.FRIENDS"),
 ])
 def test_create_validation(alice, form, message):
     assert alice.call("POST", "/disks/", **form) == (400, {"message": message, "code": 400})
@@ -144,7 +147,7 @@ def test_read_disk(alice):
 def test_read_rules(alice, bob, admin):
     private, public = alice.create(), alice.create(visibility="public")
     assert bob.call("GET", f"/disks/{private}") == \
-        (403, {"message": f"insufficient rights to view disk ({private})", "code": 403})
+        (403, {"message": f"insufficient access rights to view disk ({private})", "code": 403})
     assert bob.call("GET", f"/disks/{public}")[0] == 200
     assert admin.call("GET", f"/disks/{private}")[0] == 200
     assert alice.call("GET", f"/disks/{UNKNOWN}") == \
@@ -160,9 +163,11 @@ def test_head(alice, bob):
 
 def test_delete_rules(alice, bob, admin):
     private, public, other = alice.create(), alice.create(visibility="public"), alice.create()
-    for disk in (private, public):
-        assert bob.call("DELETE", f"/disks/{disk}/") == \
-            (403, {"message": f"insufficient rights to delete disk ({disk})", "code": 403})
+    # DiskResource.doInit refuses whoever may not view the disk, for every method.
+    assert bob.call("DELETE", f"/disks/{private}/") == \
+        (403, {"message": f"insufficient access rights to view disk ({private})", "code": 403})
+    assert bob.call("DELETE", f"/disks/{public}/") == \
+        (403, {"message": f"insufficient rights to delete disk ({public})", "code": 403})
     assert alice.call("DELETE", f"/disks/{private}/") == (200, {"uuid": private})
     assert alice.call("GET", f"/disks/{private}")[0] == 404
     assert alice.call("DELETE", f"/disks/{private}")[0] == 404
@@ -184,7 +189,7 @@ def test_update(alice, bob, admin):
     status, detail = alice.call("PUT", f"/disks/{disk}", tag="new",
                                 identifier="GJ5vp8gIxhZ1w1MQF16R6MIcNoq",
                                 quarantine="2014-06-01 10:00:00.000000",
-                                visibility="public", type="machine_image_live")
+                                visibility="public", type="MACHINE_IMAGE_LIVE")
     assert status == 200
     assert list(detail) == ["uuid", "tag", "count", "owner", "identifier", "quarantine",
                             "size", "type", "visibility"]
@@ -195,11 +200,16 @@ def test_update(alice, bob, admin):
     # Empty identifier/quarantine: the keys disappear again.
     detail = alice.call("PUT", f"/disks/{disk}/", identifier="", quarantine="")[1]
     assert "identifier" not in detail and "quarantine" not in detail
-    assert bob.call("PUT", f"/disks/{disk}", tag="x") == \
-        (403, {"message": f"insufficient rights to update disk ({disk})", "code": 403})
+    private = alice.create()
+    assert bob.call("PUT", f"/disks/{private}", tag="x") == \
+        (403, {"message": f"insufficient access rights to view disk ({private})", "code": 403})
     assert alice.call("PUT", f"/disks/{disk}", visibility="shared")[0] == 400
-    assert alice.call("PUT", f"/disks/{disk}", type="FLOPPY")[0] == 400
+    assert alice.call("PUT", f"/disks/{disk}", type="machine_image_live") == (500, {
+        "message": "The server encountered an unexpected condition which prevented it from "
+                   "fulfilling the request", "code": 500})   # DiskType.valueOf, uncaught
     assert alice.call("GET", f"/disks/{disk}")[1]["tag"] == "new"  # refused updates changed nothing
+    # DiskResource.update ignores its rights check: whoever may view a disk may change it.
+    assert bob.call("PUT", f"/disks/{disk}", tag="bobs")[1]["tag"] == "bobs"
     assert admin.call("PUT", f"/disks/{disk}", owner="bob")[1]["owner"] == "bob"
     assert bob.call("GET", "/disks")[1][0]["uuid"] == disk
     assert alice.call("PUT", f"/disks/{UNKNOWN}", tag="x")[0] == 404
@@ -234,11 +244,21 @@ def test_attach_errors(alice, bob, admin):
     assert alice.call("POST", f"/disks/{private}/mounts", node="n", vm_id="") == \
         (400, {"message": "missing vm_id attribute", "code": 400})
     assert bob.attach(private, "1") == \
-        (403, {"message": f"insufficient rights to attach disk ({private})", "code": 403})
+        (403, {"message": "Not enough rights to attach disk", "code": 403})
     assert bob.attach(public, "1")[0] == 200
     assert admin.attach(private, "1")[0] == 200
     assert alice.attach(private, "1") == \
-        (403, {"message": f"Mount already exists for: {private}_1", "code": 403})
+        (403, {"message": f"Mount already exists for: 1 and {private}", "code": 403})
+
+
+def test_attach_looks_for_a_free_device_before_checking_rights(alice, bob):
+    disks = [alice.create() for _ in range(26)]
+    for disk in disks:
+        assert alice.attach(disk, "77")[0] == 200
+    private = alice.create()
+    assert bob.attach(private, "77") == (409, {"message": "no free devices available", "code": 409})
+    assert bob.attach(private, "78") == (403, {"message": "Not enough rights to attach disk",
+                                               "code": 403})
 
 
 def test_device_exhaustion(alice):
@@ -267,14 +287,33 @@ def test_read_and_detach_mount(alice, bob):
     expected = {"diskId": disk, "mountId": f"{disk}_42", "vmId": "42", "target": "vdz"}
     assert alice.call("GET", f"/disks/{disk}/mounts/{disk}_42") == (200, expected)
     assert bob.call("DELETE", f"/disks/{disk}/mounts/{disk}_42") == \
-        (403, {"message": f"insufficient rights to detach disk ({disk})", "code": 403})
+        (403, {"message": "insufficient rights to detach disk", "code": 403})
     status, body = alice.call("DELETE", f"/disks/{disk}/mounts/{disk}_42")
     assert (status, body, list(body)) == (200, expected, ["diskId", "mountId", "vmId", "target"])
     assert alice.call("GET", f"/disks/{disk}")[1]["count"] == "0"
     assert alice.call("GET", f"/disks/{disk}/mounts") == (200, [])
     assert alice.call("DELETE", f"/disks/{disk}/mounts/{disk}_42")[0] == 404
+    # MountResource looks the mount up first, then the disk of the path.
     assert alice.call("DELETE", f"/disks/{UNKNOWN}/mounts/{UNKNOWN}_42") == \
-        (404, {"message": f"disk ({UNKNOWN}) does not exist", "code": 404})
+        (404, {"message": "The server has not found anything matching the request URI",
+               "code": 404})
+    alice.attach(disk, "43")
+    assert alice.call("DELETE", f"/disks/{UNKNOWN}/mounts/{disk}_43") == \
+        (404, {"message": f"unknown disk: {UNKNOWN}", "code": 404})
+
+
+def test_listing_mounts_checks_no_rights_and_orders_by_device(alice, bob):
+    disk = alice.create()   # private
+    for vm in ("5", "6", "7"):
+        alice.attach(alice.create(), vm)   # vdz on each VM
+    assert alice.attach(disk, "5")[1]["target"] == "vdy"
+    assert alice.attach(disk, "8")[1]["target"] == "vdz"
+    assert alice.attach(disk, "9", register_only="true")[1]["target"] == "static"
+    assert bob.call("GET", f"/disks/{disk}/mounts") == (200, [
+        {"vmId": "9", "device": "static"}, {"vmId": "5", "device": "vdy"},
+        {"vmId": "8", "device": "vdz"}])
+    assert bob.call("GET", f"/disks/{UNKNOWN}/mounts") == \
+        (404, {"message": f"Unknown disk: {UNKNOWN}", "code": 404})
 
 
 def test_mount_ids_must_name_this_disk(alice):
@@ -423,7 +462,7 @@ def test_https_owners_and_authentication(cloud):
     bob = ("bob", "b%secret:with:colons")
     forbidden = requests.get(f"{base}{disk}/", auth=bob, verify=cloud.ca_path, timeout=30)
     assert forbidden.status_code == 403
-    assert forbidden.json()["message"] == f"insufficient rights to view disk ({disk})"
+    assert forbidden.json()["message"] == f"insufficient access rights to view disk ({disk})"
     assert disk not in {d["uuid"] for d in requests.get(
         base, auth=bob, verify=cloud.ca_path, timeout=30).json()}
     anonymous = requests.get(base, verify=cloud.ca_path, timeout=30)
@@ -431,3 +470,60 @@ def test_https_owners_and_authentication(cloud):
     assert "Basic" in anonymous.headers["WWW-Authenticate"]
     wrong = requests.get(base, auth=("alice", "wrong"), verify=cloud.ca_path, timeout=30)
     assert wrong.status_code == 401
+
+
+# --- numbers as FreeMarker prints them (spec section 8) --------------------------------
+
+@pytest.mark.parametrize("locale, size, count", [
+    ("en_US", "1,024", "1,000"), ("en-GB", "1,024", "1,000"), ("fr_FR", "1\u00a0024", "1\u00a0000"),
+    ("de_DE", "1.024", "1.000"), ("de_CH", "1'024", "1'000"), ("computer", "1024", "1000"),
+])
+def test_sizes_and_counts_from_a_thousand_are_grouped_for_the_locale(locale, size, count):
+    store = Store(None)
+    try:
+        alice = Client(PdiskHandler(store, locale=locale), "alice")
+        disk = alice.create(size=1024)
+        small = alice.create(size=999)
+        for vm in range(1000):
+            assert alice.attach(disk, str(vm), register_only="true")[0] == 200
+        listed = {d["uuid"]: d for d in alice.call("GET", "/disks")[1]}
+        assert (listed[disk]["size"], listed[disk]["count"]) == (size, count)
+        assert listed[small]["size"] == "999"
+        detail = alice.call("GET", f"/disks/{disk}")[1]
+        assert (detail["size"], detail["count"]) == (size, count)
+        assert alice.call("POST", "/disks/", size="1,024")[0] == 400  # input is Long.parseLong
+    finally:
+        store.close()
+
+
+def test_an_unknown_locale_is_refused():
+    with pytest.raises(ValueError, match="unknown locale 'xx_YY'"):
+        PdiskHandler(Store(None), locale="xx_YY")
+
+
+def test_create_reads_every_form_field_like_an_update(alice, admin):
+    disk = alice.create(size=2, owner="carol", identifier="GJ5vp8gIxhZ1w1MQF16R6MIcNoq",
+                        type="MACHINE_IMAGE_ORIGIN", quarantine="2014-06-01 10:00:00.000000")
+    detail = admin.call("GET", f"/disks/{disk}")[1]
+    assert (detail["owner"], detail["type"], detail["identifier"]) == (
+        "carol", "MACHINE_IMAGE_ORIGIN", "GJ5vp8gIxhZ1w1MQF16R6MIcNoq")
+    assert alice.call("POST", "/disks/", size=1, identifier="GJ5vp8gIxhZ1w1MQF16R6MIcNoq") == \
+        (403, {"message": "Disk already registered", "code": 403})
+
+
+@pytest.mark.parametrize("locale, shown", [("en_US", "1,024"), ("fr_FR", "1\u00a0024")])
+def test_the_driver_lists_a_1024_gib_volume_whatever_the_sites_locale(tmp_path, locale, shown):
+    from libcloud.compute.providers import get_driver
+
+    from stratuslab_lc_plugin.emulator import LocalCloud
+
+    with LocalCloud(state_dir=str(tmp_path / "cloud"), guests=False, pdisk_locale=locale,
+                    users={"alice": "a-secret"}) as cloud:
+        driver = get_driver("stratuslab")("default", stratuslab_user_config=cloud.config_path)
+        volume = driver.create_volume(size=1024, name="big")
+        raw = requests.get(cloud.url + "/pdisk/pswd/disks/", auth=("alice", "a-secret"),
+                           headers={"Accept": "application/json"}, verify=cloud.ca_path,
+                           timeout=30).json()
+        assert [d["size"] for d in raw] == [shown]   # what the driver had to read
+        listed = [v for v in driver.list_volumes() if v.id == volume.id]
+        assert [v.size for v in listed] == [1024]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -266,3 +268,35 @@ def test_parse_authorized_keys_reads_lines_with_options_and_comments(key_factory
         rsa.public_line, ed.public_line)
     blobs = parse_authorized_keys(text)
     assert blobs == {load_private_key(k.private_path).pkey.asbytes() for k in (rsa, ed)}
+
+
+def test_clients_going_away_are_quiet_while_real_errors_are_logged(manager, ed_key, caplog):
+    port = manager.vm_running(40, BASE + "40", ed_key.public_line, None)
+    caplog.set_level(logging.DEBUG, logger=guests_module.__name__)
+
+    def ssh_errors():
+        return [r.getMessage() for r in caplog.records
+                if r.name.startswith(guests_module.SSH_LOG) and r.levelno >= logging.ERROR]
+
+    def wait_for_the_server(predicate):
+        deadline = time.monotonic() + 10
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    # A client that resets its connection (it died, or closed with unread data).
+    client = connect(BASE + "40", port, ed_key)
+    raw = client.get_transport().sock
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()
+    client.close()
+    # A client that connects and leaves before saying anything (a port probe).
+    socket.create_connection((BASE + "40", port), timeout=5).close()
+    wait_for_the_server(lambda: sum("went away" in r.getMessage() or "before its banner" in r.getMessage()
+                                    for r in caplog.records) >= 2)
+    assert ssh_errors() == []
+    # A peer speaking another protocol version is a real error, and it is still logged.
+    with socket.create_connection((BASE + "40", port), timeout=5) as old:
+        old.sendall(b"SSH-1.5-old-client\r\n")
+        wait_for_the_server(ssh_errors)
+    assert any("Incompatible version" in text for text in ssh_errors())
+    assert run(connect(BASE + "40", port, ed_key), "echo still serving")[0] == "still serving\n"

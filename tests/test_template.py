@@ -69,7 +69,7 @@ def test_values(text, expected):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "syntax error, unexpected $end, expecting VARIABLE at line 1, columns 1:1"),
+    ("= 1", "syntax error, unexpected EQUAL, expecting $end at line 1, columns 1:3"),
     ("A", "syntax error, unexpected $end, expecting EQUAL or EQUAL_EMPTY at line 1, columns 1:2"),
     ("A = ", "syntax error, unexpected $end, expecting OBRACKET or STRING at line 1, columns 2:5"),
     ("A = [ ]", "syntax error, unexpected CBRACKET, expecting VARIABLE at line 1, columns 7:8"),
@@ -78,8 +78,7 @@ def test_values(text, expected):
                     "columns 11:12"),
     ("A-B = 1", "syntax error, unexpected VARIABLE, expecting EQUAL or EQUAL_EMPTY at line 1, "
                 "columns 3:4"),
-    ("A = 1 = 2", "syntax error, unexpected EQUAL, expecting $end or VARIABLE at line 1, "
-                  "columns 6:9"),
+    ("A = 1 = 2", "syntax error, unexpected EQUAL, expecting $end at line 1, columns 6:9"),
     ("A = 1\nB = [ c = 1 d = 2 ]", "syntax error, unexpected VARIABLE, expecting COMMA or "
                                   "CBRACKET at line 2, columns 19:20"),
 ])
@@ -101,8 +100,22 @@ def test_unmatched_characters_are_skipped_like_flex_does():
     assert parse("A = ,\nB") == [("A", "B")]
 
 
-def test_xml_templates():
-    assert parse("<TEMPLATE><CPU>1</CPU><NIC><NETWORK>public</NETWORK></NIC></TEMPLATE>") == [
-        ("CPU", "1"), ("NIC", [("NETWORK", "public")])]
-    with pytest.raises(TemplateError, match="^XML Template malformed.$"):
-        parse("<TEMPLATE>")
+def test_xml_templates_are_a_syntax_error_in_3_2():
+    with pytest.raises(TemplateError) as error:
+        parse("<TEMPLATE><CPU>1</CPU></TEMPLATE>")
+    assert str(error.value) == ("syntax error, unexpected VARIABLE, expecting EQUAL or "
+                                "EQUAL_EMPTY at line 1, columns 12:15")
+
+
+@pytest.mark.parametrize("text", ["", "  \n\t\n", "# only a comment\n", "# one\n# two\n\n"])
+def test_empty_and_comment_only_templates_are_valid(text):
+    assert parse(text) == []
+
+
+@pytest.mark.parametrize("written, name", [
+    ("cpu", "CPU"), ("1st", "ONE_1ST"), ("_x", "ONE__X"), ("XMLNS", "ONE_XMLNS"),
+    ("XmlNs", "XMLNS"), ("xml", "XML"), ("X1", "X1"),
+])
+def test_names_that_are_not_xml_names_get_the_one_prefix(written, name):
+    assert parse("%s = 1\nV = [ %s = 2 ]" % (written, written)) == [
+        (name, "1"), ("V", [(written.upper(), "2")])]

@@ -10,14 +10,14 @@ that file to appear. :func:`serve_main` is ``stratuslab-lc cloud serve``.
 from __future__ import annotations
 
 import argparse
+import getpass
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
@@ -27,27 +27,36 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import lifecycle as lc
 from .catalogue import Catalogue
 from .faults import KINDS, Fault, FaultSet
-from .front import DEFAULT_MAX_BODY, Front, Mount, make_server_context
+from .connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, ConnectionLimits
+from .front import DEFAULT_MAX_BODY, Front, Mount, listen_address, make_server_context
 from .guests import GuestManager
 from .marketplace import MarketplaceHandler
-from .one import OneHandler, VmPool
-from .pdisk import PdiskHandler
+from .one import OneHandler, VmPool, proxy_user_name
+from .pdisk import DEFAULT_LOCALE, PdiskHandler, freemarker_number
 from .store import Store
-from .tls import CertificateAuthority, write_private
+from .statedir import StateDir
+from .tls import CertificateAuthority
 
-__all__ = ["LocalCloud", "serve_main", "DEFAULT_USER"]
+__all__ = ["LocalCloud", "serve_main", "check_user", "parse_users", "DEFAULT_USER", "USERS_ENV"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_USER = "stratus"
+#: ``cloud serve``'s users when no --user-file or --user is given: NAME:PASSWORD lines.
+USERS_ENV = "STRATUSLAB_LC_USERS"
 CONFIG_NAME = "stratuslab-user.cfg"
+CA_NAME = "ca.pem"
+KEY_NAME = "id_ed25519"
+DB_NAME = "cloud.db"
+DB_COMPANIONS = ("cloud.db-wal", "cloud.db-shm", "cloud.db-journal")  # SQLite's, mode of the db
 _SECRETS_SCHEMA = "CREATE TABLE IF NOT EXISTS cloud_secret (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 
 
 class LocalCloud:
     """A running local StratusLab cloud.
 
-    ``state_dir``: where state lives (None: a temporary directory removed on stop);
+    ``state_dir``: where state lives (None: a temporary directory removed on stop); the
+    cloud refuses a directory holding files it did not write (see :mod:`.statedir`);
     ``users``: ``{name: password}`` (None: one generated user ``stratus`` whose password
     survives restarts on the same state directory); ``delays``: seconds per life-cycle
     step, or a mapping per step (see :data:`.lifecycle.DELAY_STEPS`); ``guests``: a
@@ -55,6 +64,12 @@ class LocalCloud:
     none; ``catalogue``: the Marketplace catalogue (None: the seeded one); ``faults``:
     faults to inject, ``"TARGET=KIND[:COUNT]"`` strings or :class:`~.faults.Fault`
     values (see :mod:`.faults`). ``cloud.faults`` adds and clears them while it runs.
+    ``host`` must be a loopback address unless ``allow_non_loopback`` (whoever logs in to
+    a VM's SSH guest runs commands on this machine; the guests always listen on loopback).
+    ``max_connections`` and ``request_timeout`` bound the HTTPS front (see
+    :mod:`.connections`); ``timeout`` bounds each socket read and write and a keep-alive
+    connection's wait for its next request. ``pdisk_locale`` is the locale pdisk's
+    FreeMarker templates print numbers for (``en_US``: ``"1,024"``; ``fr_FR``, ``de_DE``...).
     """
 
     def __init__(self, state_dir: Optional[str] = None, port: int = 0,
@@ -62,10 +77,14 @@ class LocalCloud:
                  delays: Union[float, Mapping[str, float]] = lc.DEFAULT_DELAY,
                  host: str = "127.0.0.1", guests=None, catalogue=None,
                  max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
-                 faults: Iterable[Union[str, Fault]] = ()) -> None:
-        for name in users or {}:
-            if not name or ":" in name or any(ch in name for ch in "\r\n"):
-                raise ValueError("invalid user name %r" % name)
+                 faults: Iterable[Union[str, Fault]] = (),
+                 allow_non_loopback: bool = False,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+                 pdisk_locale: str = DEFAULT_LOCALE) -> None:
+        for name, password in (users or {}).items():
+            check_user(name, password)
+        self._listen = listen_address(host, allow_non_loopback)
         lc.parse_delays(delays)  # fail early on a bad delay specification
         self.faults = FaultSet(faults)  # parsed now: a bad fault fails before anything starts
         self._requested_dir = state_dir
@@ -73,12 +92,17 @@ class LocalCloud:
         self._requested_users = dict(users) if users is not None else None
         self._delays = delays
         self.host = host
+        self._allow_non_loopback = allow_non_loopback
         self._guests_arg = guests
         self._catalogue_arg = catalogue
         self._max_body = max_body
         self._timeout = timeout
+        ConnectionLimits(max_connections, request_timeout)  # fail early on bad bounds
+        freemarker_number(0, pdisk_locale)                  # and on an unknown locale
+        self._pdisk_locale = pdisk_locale
+        self._bounds = (max_connections, request_timeout)
         self._started = False
-        self._temporary = False
+        self._dir: Optional[StateDir] = None
         self.state_dir = ""
         self.users: Dict[str, str] = {}
         self.store: Optional[Store] = None
@@ -95,12 +119,17 @@ class LocalCloud:
     # -- paths -------------------------------------------------------------------------
 
     @property
+    def listening_on(self) -> str:
+        """``ADDRESS:PORT`` of the HTTPS front (``0.0.0.0`` means every interface)."""
+        return "%s:%d" % (self._listen, self.port)
+
+    @property
     def port(self) -> int:
         return self._front.port if self._front else self._port
 
     @property
     def ca_path(self) -> str:
-        return os.path.join(self.state_dir, "ca.pem")
+        return os.path.join(self.state_dir, CA_NAME)
 
     @property
     def config_path(self) -> str:
@@ -108,7 +137,7 @@ class LocalCloud:
 
     @property
     def private_key_path(self) -> str:
-        return os.path.join(self.state_dir, "id_ed25519")
+        return os.path.join(self.state_dir, KEY_NAME)
 
     @property
     def public_key_path(self) -> str:
@@ -145,31 +174,28 @@ class LocalCloud:
 
     def _start(self) -> None:
         self._started = True
-        if self._requested_dir is None:
-            self.state_dir = tempfile.mkdtemp(prefix="stratuslab-cloud-")
-            self._temporary = True
-        else:
-            self.state_dir = os.path.abspath(self._requested_dir)
-            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        for stale in (self.config_path, self.ca_path):   # they announce a *listening* cloud
-            if os.path.exists(stale):
-                os.unlink(stale)
-        self.store = Store(os.path.join(self.state_dir, "cloud.db"))
+        self._dir = StateDir(self._requested_dir)
+        self.state_dir = self._dir.path
+        for stale in (CONFIG_NAME, CA_NAME):   # they announce a *listening* cloud
+            self._dir.withdraw(stale)
+        self.store = Store(self._dir.private_file(DB_NAME, *DB_COMPANIONS))
         self.users = self._resolve_users()
-        self.ca = CertificateAuthority(os.path.join(self.state_dir, "tls"))
-        cert_path, key_path = self.ca.server_pair()
+        self.ca = CertificateAuthority(self._dir.private_dir("tls"))
+        cert_path, key_path = self.ca.server_pair(
+            [self._listen] if self._listen != "0.0.0.0" else [])
         self._ensure_key_pair()
 
         self.catalogue = self._catalogue_arg if self._catalogue_arg is not None else Catalogue.seeded()
         self.guests = self._guests_arg
         if self.guests is None:
+            self._dir.private_dir("guests")
             self.guests = GuestManager(self.state_dir, self.catalogue)
         elif self.guests is False:
             self.guests = None
 
-        self.pool = VmPool(self.store, list(self.users))
-        self.pdisk = PdiskHandler(self.store, service_user="pdisk")
-        self.marketplace = MarketplaceHandler(self.catalogue, store=self.store)
+        self.pool = VmPool(self.store, [proxy_user_name(user) for user in self.users])
+        self.pdisk = PdiskHandler(self.store, service_user="pdisk", locale=self._pdisk_locale)
+        self.marketplace = MarketplaceHandler(self.catalogue)
         self.lifecycle = lc.Lifecycle(self.pool, self._delays, guests=self.guests,
                                       catalogue=self.catalogue, on_done=self._vm_done)
         one = OneHandler(self.pool)
@@ -181,17 +207,19 @@ class LocalCloud:
             Mount("/marketplace", self.marketplace, None, service="marketplace"),
         ]
         context = make_server_context(cert_path, key_path, self.ca.ca_path)
-        self._front = Front(self.host, self._port, context, mounts, self._check_password,
-                            max_body=self._max_body, timeout=self._timeout, faults=self.faults)
-        url_host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        self._front = Front(self._listen, self._port, context, mounts, self._check_password,
+                            max_body=self._max_body, timeout=self._timeout, faults=self.faults,
+                            allow_non_loopback=self._allow_non_loopback,
+                            max_connections=self._bounds[0], request_timeout=self._bounds[1])
+        url_host = "127.0.0.1" if self._listen == "0.0.0.0" else self._listen
         self.url = "https://%s:%d" % (url_host, self._front.port)
 
         self.pool.attach(self.lifecycle)
         self.lifecycle.start()
         self._front.start()
         # Listening: now tell the world.
-        write_private(self.ca_path, self.ca.ca_pem(), 0o644)
-        write_private(self.config_path, self._config_text().encode("utf-8"))
+        self._dir.write(CA_NAME, self.ca.ca_pem())
+        self._dir.write(CONFIG_NAME, self._config_text().encode("utf-8"))
         log.info("local StratusLab cloud listening on %s", self.url)
 
     def stop(self) -> None:
@@ -199,8 +227,8 @@ class LocalCloud:
         if not self._started:
             return
         self._started = False
-        if self.state_dir and os.path.exists(self.config_path):
-            os.unlink(self.config_path)
+        if self._dir is not None:
+            self._dir.withdraw(CONFIG_NAME)
         if self._front is not None:
             self._front.stop()
             self._front = None
@@ -213,8 +241,9 @@ class LocalCloud:
                 log.exception("stopping the SSH guests failed")
         if self.store is not None:
             self.store.close()
-        if self._temporary and self.state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._dir is not None:
+            self._dir.close()  # a temporary directory goes with everything in it
+            self._dir = None
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -248,7 +277,7 @@ class LocalCloud:
             self.pdisk.release_vm(vm_id)
 
     def _ensure_key_pair(self) -> None:
-        if os.path.exists(self.private_key_path) and os.path.exists(self.public_key_path):
+        if self._dir.holds(KEY_NAME) and self._dir.holds(KEY_NAME + ".pub"):
             return
         key = Ed25519PrivateKey.generate()
         private = key.private_bytes(serialization.Encoding.PEM,
@@ -256,8 +285,8 @@ class LocalCloud:
                                     serialization.NoEncryption())
         public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                serialization.PublicFormat.OpenSSH)
-        write_private(self.private_key_path, private)
-        write_private(self.public_key_path, public + b" stratus@local-cloud\n", 0o644)
+        self._dir.write(KEY_NAME, private)
+        self._dir.write(KEY_NAME + ".pub", public + b" stratus@local-cloud\n")
 
     def _config_text(self) -> str:
         # Values are written literally, as this project's configuration reader takes them.
@@ -283,16 +312,84 @@ class LocalCloud:
         return "\n".join(lines) + "\n"
 
 
+def check_user(name: str, password: str) -> None:
+    """ValueError naming what is wrong with a user of the cloud (never the password)."""
+    if not isinstance(name, str) or not name or ":" in name or any(ch in name for ch in "\r\n"):
+        raise ValueError("invalid user name %r (not empty, no ':' nor line breaks)" % (name,))
+    if not isinstance(password, str) or not password:
+        raise ValueError("user %r has an empty password" % name)
+
+
 # ---------------------------------------------------------------------------------------
 # stratuslab-lc cloud serve
 # ---------------------------------------------------------------------------------------
 
 def _user_arg(text: str) -> Tuple[str, str]:
     name, sep, password = text.partition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError("expected NAME:PASSWORD, got a value without ':'"
-                                         if not sep else "the user name is empty")
+    if not sep:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD, got a value without ':'")
+    try:
+        check_user(name, password)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return name, password
+
+
+def parse_users(text: str, source: str) -> Dict[str, str]:
+    """Users from ``NAME:PASSWORD`` lines (blank lines and lines starting with ``#`` are
+    skipped). ValueError names the source and line, never a password."""
+    users: Dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, password = line.partition(":")
+        where = "%s, line %d" % (source, number)
+        if not sep:
+            raise ValueError("%s: expected NAME:PASSWORD" % where)
+        try:
+            check_user(name, password)
+        except ValueError as exc:
+            raise ValueError("%s: %s" % (where, exc)) from None
+        if name in users:
+            raise ValueError("%s: user %r is given twice" % (where, name))
+        users[name] = password
+    if not users:
+        raise ValueError("%s holds no NAME:PASSWORD line" % source)
+    return users
+
+
+def _serve_users(args: argparse.Namespace) -> Optional[Dict[str, str]]:
+    """The users of ``cloud serve``: --user-file and --user, else $STRATUSLAB_LC_USERS."""
+    sources = []
+    for path in args.user_file:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError("--user-file %s: %s" % (path, getattr(exc, "strerror", None) or exc)) from None
+        if mode & 0o077:
+            print("stratuslab-lc cloud serve: warning: %s is readable by group or others "
+                  "(mode %o); its passwords are not private" % (path, mode & 0o777), file=sys.stderr)
+        sources.append(parse_users(text, path))
+    sources += [{name: password} for name, password in args.user]
+    if not sources and os.environ.get(USERS_ENV, "").strip():
+        sources.append(parse_users(os.environ[USERS_ENV], "$" + USERS_ENV))
+    users: Dict[str, str] = {}
+    for source in sources:
+        for name, password in source.items():
+            if name in users:
+                raise ValueError("user %r is given twice" % name)
+            users[name] = password
+    return users or None
+
+
+def _locale_arg(text: str) -> str:
+    try:
+        freemarker_number(0, text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _fault_arg(text: str) -> Fault:
@@ -308,16 +405,32 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a local StratusLab cloud (ONE 3.2 compute, Marketplace, pdisk and "
                     "SSH guests) on loopback until interrupted.")
     parser.add_argument("--state-dir", required=True, metavar="DIR",
-                        help="state directory (created if missing; reused on restart)")
+                        help="state directory: a new or empty one, or one this cloud used "
+                             "before (a directory holding other files is refused)")
     parser.add_argument("--port", type=int, default=0,
                         help="HTTPS port (0, the default, picks a free one)")
+    parser.add_argument("--user-file", action="append", default=[], metavar="FILE",
+                        help="users, one NAME:PASSWORD per line (blank lines and lines "
+                             "starting with # are skipped; repeatable). Without --user-file "
+                             "and --user, the users come from $%s (same format), else one "
+                             "user '%s' with a generated password" % (USERS_ENV, DEFAULT_USER))
     parser.add_argument("--user", action="append", type=_user_arg, default=[],
                         metavar="NAME:PASSWORD",
-                        help="a user (repeatable; the password may contain any character); "
-                             "default: a generated user '%s'" % DEFAULT_USER)
+                        help="a user (repeatable; the password may contain any character, "
+                             "but shows in the process list: prefer --user-file)")
     parser.add_argument("--delay", type=float, default=lc.DEFAULT_DELAY, metavar="SECONDS",
                         help="seconds per VM life-cycle step (default %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--pdisk-locale", default=DEFAULT_LOCALE, metavar="LOCALE", type=_locale_arg,
+                        help="the locale pdisk prints its numbers for, as a real site's "
+                             "FreeMarker does (default %(default)s: 1024 is \"1,024\"; "
+                             "fr_FR, de_DE, de_CH..., or computer for no grouping)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="IPv4 address of the HTTPS front (default 127.0.0.1; another "
+                             "loopback address, or any address with --allow-non-loopback)")
+    parser.add_argument("--allow-non-loopback", action="store_true",
+                        help="let --host be an address other machines can reach (0.0.0.0: "
+                             "all). Anyone who reaches it with a password can start VMs, and a "
+                             "VM's SSH login runs commands on this machine as this user")
     parser.add_argument("--fault", action="append", type=_fault_arg, default=[],
                         metavar="TARGET=KIND[:COUNT]",
                         help="inject a fault (repeatable). TARGET: an XML-RPC method "
@@ -328,12 +441,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_EXPOSED_WARNING = (
+    "WARNING: the local cloud listens on %s, beyond this machine. Anyone who reaches it with a "
+    "user's password can start VMs, and logging in to a VM's SSH guest runs commands on this "
+    "machine as %s, with that user's files (the guests themselves listen on loopback only).")
+
+
 def serve_main(argv: Optional[Sequence[str]] = None) -> int:
     """``stratuslab-lc cloud serve``: run until SIGINT or SIGTERM; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.delay < 0:
-        _parser().error("--delay must be >= 0")
-    users = dict(args.user) if args.user else None
+        parser.error("--delay must be >= 0")
+    try:
+        listen_address(args.host, args.allow_non_loopback)
+    except ValueError as exc:
+        parser.error("--host: %s (add --allow-non-loopback to mean it)" % exc)
+    try:
+        users = _serve_users(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
@@ -343,13 +470,23 @@ def serve_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         try:
             cloud = LocalCloud(state_dir=args.state_dir, port=args.port, users=users,
-                               delays=args.delay, host=args.host, faults=args.fault).start()
+                               delays=args.delay, host=args.host, faults=args.fault,
+                               allow_non_loopback=args.allow_non_loopback,
+                               pdisk_locale=args.pdisk_locale).start()
         except (OSError, ValueError) as exc:
             print("stratuslab-lc cloud serve: cannot start: %s" % exc, file=sys.stderr)
             return 1
         try:
             user = next(iter(cloud.users))
+            exposed = not ipaddress.ip_address(cloud.listening_on.rpartition(":")[0]).is_loopback
+            if exposed:
+                print(_EXPOSED_WARNING % (cloud.listening_on, getpass.getuser()),
+                      file=sys.stderr, flush=True)
             print("Local StratusLab cloud listening on %s" % cloud.url)
+            if exposed:
+                print("  listening socket:      %s (%s)" % (
+                    cloud.listening_on, "every interface" if cloud.listening_on.startswith("0.0.0.0:")
+                    else "reachable from other machines"))
             print("  compute (ONE XML-RPC): %s" % cloud.endpoint)
             print("  pdisk:                 %s/pdisk" % cloud.url)
             print("  marketplace:           %s/marketplace" % cloud.url)

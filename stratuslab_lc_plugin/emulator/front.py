@@ -4,7 +4,8 @@ A real site has nginx on 443 proxying ``/one-proxy``, ``/pdisk`` and ``/marketpl
 Jetty web apps, each with a ``pswd`` (HTTP Basic) and a ``cert`` (TLS client
 certificate) context. This module plays nginx and the Jetty security layer: TLS (1.2+),
 HTTP/1.1 keep-alive, routing by path prefix, authentication with the realms of the
-real sites, a request body limit, socket timeouts, and error pages. Services behind it
+real sites, a request body limit, socket timeouts, a cap on connections and a deadline
+for each request (:mod:`.connections`), and error pages. Services behind it
 only see :class:`~.web.Request` values. Whatever a service raises becomes a 500; the
 front itself never dies on a bad client and never logs credentials. It is also where
 injected faults (:mod:`.faults`) happen, around the service's handler.
@@ -14,23 +15,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
+import ipaddress
 import logging
 import socket
 import ssl
 import threading
 import time
-import xmlrpc.client
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, parse_qsl
 
-from .faults import GARBLED_BODY, Fault, FaultSet, rpc_method_name
-from .web import Handler, Request, Response
+from .connections import (DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, Connection,
+                          ConnectionLimits)
+from .faults import GARBLED_BODY, Fault, FaultSet
+from .web import Handler, Request, Response, jetty_error, nginx_error
 
-__all__ = ["Mount", "Front", "make_server_context", "jetty_error", "nginx_error",
-           "PASSWORD_REALM", "CERTIFICATE_REALM"]
+__all__ = ["Mount", "Front", "make_server_context", "listen_address", "PASSWORD_REALM",
+           "CERTIFICATE_REALM"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ PASSWORD_REALM = "StratusLab Password Realm"
 CERTIFICATE_REALM = "StratusLab Certificate Realm"
 DEFAULT_MAX_BODY = 1 << 20
 _LINGER_SECONDS = 2.0
-_REASONS = BaseHTTPRequestHandler.responses
+_CURRENT = threading.local()  # .connection: the Connection a handler thread serves
 
 
 @dataclass
@@ -53,29 +55,23 @@ class Mount:
     service: Optional[str] = None   # "one", "pdisk" or "marketplace": what faults name
 
 
-def _reason(status: int) -> str:
-    return _REASONS.get(status, ("Error",))[0]
+def listen_address(host: str, allow_non_loopback: bool = False) -> str:
+    """The IPv4 address to listen on for ``host`` (an address, or ``localhost``).
 
-
-def jetty_error(status: int, path: str, reason: Optional[str] = None) -> Response:
-    """An error page shaped like Jetty's (what the web apps of a real site answer)."""
-    reason = reason or _reason(status)
-    body = ("<html>\n<head>\n<meta http-equiv=\"Content-Type\" content=\"text/html; "
-            "charset=ISO-8859-1\"/>\n<title>Error %d %s</title>\n</head>\n<body>\n"
-            "<h2>HTTP ERROR %d</h2>\n<p>Problem accessing %s. Reason:\n<pre>    %s</pre></p>\n"
-            "<hr /><i><small>Powered by Jetty://</small></i>\n</body>\n</html>\n"
-            % (status, html.escape(reason), status, html.escape(path), html.escape(reason)))
-    return Response(status, body.encode("latin-1", "replace"),
-                    "text/html;charset=ISO-8859-1")
-
-
-def nginx_error(status: int) -> Response:
-    """An error page shaped like nginx's (paths outside every web app, 413, 502)."""
-    title = "%d %s" % (status, _reason(status))
-    body = ("<html>\r\n<head><title>%s</title></head>\r\n<body bgcolor=\"white\">\r\n"
-            "<center><h1>%s</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n"
-            "</html>\r\n" % (title, title))
-    return Response(status, body.encode("ascii"), "text/html")
+    Raises ValueError for anything outside 127.0.0.0/8 unless ``allow_non_loopback``: a
+    client of the local cloud can make its VMs run commands on this machine.
+    """
+    text = "127.0.0.1" if host == "localhost" else host
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("%r is not an IP address (nor localhost)" % (host,)) from None
+    if address.version != 4:
+        raise ValueError("%s is not an IPv4 address: the local cloud listens on IPv4" % host)
+    if not address.is_loopback and not allow_non_loopback:
+        raise ValueError("%s is not a loopback address (127.0.0.0/8); listening beyond this "
+                         "machine must be asked for explicitly" % host)
+    return str(address)
 
 
 def make_server_context(cert_path: str, key_path: str, ca_path: str) -> ssl.SSLContext:
@@ -129,7 +125,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.timeout = self.server.front.timeout
+        self._bounds: Connection = _CURRENT.connection
         super().setup()
+
+    def handle_one_request(self) -> None:
+        self.server.front.limits.waiting(self._bounds)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        # Called once the request line has arrived: from now on the connection is busy.
+        self.server.front.limits.reading(self._bounds)
+        return super().parse_request()
 
     def finish(self) -> None:
         try:
@@ -203,6 +209,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         path, _, query = target.partition("?")
         if not path.startswith("/") or any(seg in (".", "..") for seg in path.split("/")):
             return nginx_error(400), True
+        if self._bounds.overflow:  # admitted beyond the cap only to hear this
+            self._linger = True
+            return nginx_error(503), True
         mount = front.find_mount(path)
         limit = front.max_body if mount is None or mount.max_body is None else mount.max_body
         try:
@@ -210,6 +219,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except _BadRequest as bad:
             self._linger = True
             return bad.response, True
+        front.limits.read(self._bounds)
         if mount is None:
             return nginx_error(404), False
         if mount.handler is None:
@@ -264,12 +274,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if kind in ("http-502", "http-503"):
             return nginx_error(int(kind[-3:]))
         if kind == "one-error":
-            from .one import INTERNAL  # the ONE service module imports this one
-
-            label = rpc_method_name(request.body) or "one"
-            triple = [False, "[%s] Internal error injected by the local cloud" % label, INTERNAL]
-            body = xmlrpc.client.dumps((triple,), methodresponse=True, encoding="utf-8")
-            return Response(200, body.encode("utf-8"), "text/xml")
+            # Fault.parse allows this kind on ONE targets only: the ONE handler shapes it.
+            return mount.handler.injected_error(request)
         response = self._handle(mount, request, path)
         if kind == "drop-after":
             raise _Drop()
@@ -349,28 +355,39 @@ class _Server(ThreadingHTTPServer):
         self.front = front
         super().__init__(address, _RequestHandler)
 
-    def finish_request(self, request, client_address) -> None:
-        # The TLS handshake runs here, in the connection's own thread, so a slow or
-        # silent client never blocks the accept loop.
-        request.settimeout(self.front.timeout)
-        try:
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        try:
-            conn = self.front.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
+    def process_request(self, request, client_address) -> None:
+        connection = self.front.limits.admit(request)
+        if connection is None:  # beyond the cap and the 503 answers: close at once
+            self.shutdown_request(request)
             return
-        self.front._track(conn, True)
+        thread = threading.Thread(target=self._connection_thread,
+                                  args=(request, client_address, connection), daemon=True)
+        thread.start()
+
+    def _connection_thread(self, request, client_address, connection: Connection) -> None:
+        # The TLS handshake runs here, in the connection's own thread, so a slow or
+        # silent client never blocks the accept loop. The socket is closed only after
+        # the limits released it (see connections.py).
+        conn = None
         try:
+            request.settimeout(self.front.timeout)
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self.front.ssl_context.wrap_socket(request, server_side=True,
+                                                      do_handshake_on_connect=False)
+            conn.do_handshake()
+            _CURRENT.connection = connection
             self.RequestHandlerClass(conn, client_address, self)
         except (ConnectionError, socket.timeout, ssl.SSLError, OSError):
             pass
         except Exception:
             log.exception("connection handler failed")
         finally:
-            self.front._track(conn, False)
-            _close_tls(conn)
+            _CURRENT.connection = None
+            self.front.limits.release(connection)
+            if conn is not None:
+                _close_tls(conn)
+            else:
+                self.shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
         log.debug("error while serving %s", client_address[0], exc_info=True)
@@ -383,7 +400,9 @@ class Front:
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext,
                  mounts: List[Mount], check_password: Callable[[str, str], bool],
                  max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
-                 faults: Optional[FaultSet] = None) -> None:
+                 faults: Optional[FaultSet] = None, allow_non_loopback: bool = False,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.ssl_context = ssl_context
         self.faults = faults if faults is not None else FaultSet()
         self._stopping = threading.Event()
@@ -391,9 +410,8 @@ class Front:
         self.check_password = check_password
         self.max_body = max_body
         self.timeout = timeout
-        self._connections: Set[ssl.SSLSocket] = set()
-        self._lock = threading.Lock()
-        self._server = _Server((host, port), self)
+        self.limits = ConnectionLimits(max_connections, request_timeout)
+        self._server = _Server((listen_address(host, allow_non_loopback), port), self)
         self._thread: Optional[threading.Thread] = None
 
     @property
@@ -410,11 +428,8 @@ class Front:
         """Sleep for an injected delay; False when the front stops meanwhile."""
         return not self._stopping.wait(seconds)
 
-    def _track(self, conn: ssl.SSLSocket, add: bool) -> None:
-        with self._lock:
-            (self._connections.add if add else self._connections.discard)(conn)
-
     def start(self) -> "Front":
+        self.limits.start()
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
                                         name="stratuslab-front", daemon=True)
@@ -428,13 +443,7 @@ class Front:
             self._thread.join()
             self._thread = None
         self._server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.limits.stop()  # shuts every open connection down
 
 
 def _close_tls(conn: ssl.SSLSocket) -> None:

@@ -20,32 +20,49 @@ and shared by all guests (each on its own address); a guest whose address has th
 gets a free one. The port is returned by :meth:`GuestManager.vm_running` so the cloud can
 publish it (``SSH_PORT`` in the VM template, ``node.extra['ssh_port']`` on the driver side).
 
+A command starts only once paramiko has answered its exec (or shell) request, so the client
+always sees that answer before any output, exit status or close (:class:`_GuestTransport`).
+A client that simply goes away (connection reset, closed before its banner) is logged at
+DEBUG, not as paramiko's ERROR; other SSH errors are logged as they are.
+
 Images whose catalogue entry has ``has_sftp`` false (like ttylinux, whose dropbear had no
 SFTP server) get no SFTP subsystem, so the client's exec fallback is exercised.
 
+Commands run under the guest's process supervisor (:mod:`.supervisor`). Stopping a guest
+(its VM leaves RUNNING or is destroyed, or the cloud stops) closes its connections and, on
+Linux, ends every process its commands started, also those that left their session with
+``setsid`` or double-forked away (tests/test_guests_processes.py); elsewhere (untested
+here) only the commands' process groups. A client closing a channel ends that command's
+process group.
+
 Threads are bounded: one acceptor per guest, at most :data:`MAX_CONNECTIONS` connections per
-guest (one paramiko thread each) and :data:`MAX_CHANNELS` channels per connection (two
-threads per running command). Stopping closes everything and kills running commands, with
-bounded joins.
+guest (one paramiko thread each), :data:`MAX_CHANNELS` channels per connection (two threads
+per running command) and one thread reading the supervisor of a guest that ran a command.
+Joins are bounded.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import ipaddress
 import logging
 import os
+import re
 import selectors
-import signal
 import socket
-import subprocess
 import threading
 from typing import Dict, List, Optional, Set
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from paramiko.common import MSG_CHANNEL_REQUEST
 from paramiko.sftp import SFTP_OK
+
+from .statedir import private_dir, write_private
+from .supervisor import Command, Supervisor
 
 __all__ = ["GuestManager", "MAX_CONNECTIONS", "MAX_CHANNELS"]
 
@@ -57,6 +74,8 @@ POLL_INTERVAL = 0.2  # seconds; how fast an acceptor or a command notices it mus
 JOIN_TIMEOUT = 2.0
 CHUNK = 32768
 GUEST_USER = "root"
+#: The logger of the guests' SSH transports (paramiko logs there, not to paramiko.transport).
+SSH_LOG = __name__ + ".ssh"
 
 
 class GuestManager:
@@ -68,7 +87,7 @@ class GuestManager:
 
     def __init__(self, state_dir: str, catalogue=None, *, preferred_port: int = 22) -> None:
         self._root = os.path.join(os.path.abspath(state_dir), "guests")
-        os.makedirs(self._root, mode=0o700, exist_ok=True)
+        private_dir(self._root)
         self._catalogue = catalogue
         self._preferred_port = preferred_port
         self._shared_port: Optional[int] = None
@@ -158,7 +177,7 @@ class GuestManager:
         wanted = self._shared_port if self._shared_port is not None else self._preferred_port
         try:
             sock = _listen(ip, wanted)
-        except OSError:
+        except OSError:  # the port is taken on that address
             sock = _listen(ip, 0)
         if self._shared_port is None:
             self._shared_port = sock.getsockname()[1]
@@ -183,6 +202,9 @@ def parse_authorized_keys(text: str) -> Set[bytes]:
 
 
 def _listen(ip: str, port: int) -> socket.socket:
+    if not ipaddress.IPv4Address(ip).is_loopback:
+        # Whoever logs in runs commands on this machine: never beyond it.
+        raise ValueError("%s is not a loopback address; a guest listens on loopback only" % ip)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -202,21 +224,20 @@ def _load_or_create_host_key(path: str) -> paramiko.PKey:
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text)
-        os.replace(path + ".tmp", path)  # two clouds on one state dir must not see half a key
+        write_private(path, text)
     return paramiko.Ed25519Key(filename=path)
 
 
 def _prepare_home(home: str, public_key: str) -> None:
     # Like the StratusLab context script: the CONTEXT key lands in root's authorized_keys.
     ssh_dir = os.path.join(home, ".ssh")
-    os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+    private_dir(home)
+    private_dir(ssh_dir)
     authorized = os.path.join(ssh_dir, "authorized_keys")
     if not os.path.exists(authorized):
         fd = os.open(authorized, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(public_key.strip() + "\n")
 
 
@@ -236,6 +257,7 @@ class _Guest:
         self._lock = threading.Lock()
         self._transports: List[paramiko.Transport] = []
         self._sessions: Set[_ExecSession] = set()
+        self.supervisor = Supervisor("guest-%s" % vm_id)
         self._thread = threading.Thread(
             target=self._accept_loop, name="guest-%s-ssh" % vm_id, daemon=True
         )
@@ -264,6 +286,7 @@ class _Guest:
             self._thread.join(JOIN_TIMEOUT)
         for session in sessions:
             session.join(JOIN_TIMEOUT)
+        self.supervisor.close(JOIN_TIMEOUT)  # whatever the commands left behind
 
     @property
     def stopping(self) -> bool:
@@ -316,7 +339,8 @@ class _Guest:
         # SSH exchanges many small packets; with Nagle plus delayed ACKs each command would
         # stall about 40 ms.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = paramiko.Transport(conn)
+        transport = _GuestTransport(conn)
+        transport.set_log_channel(SSH_LOG)
         transport.add_server_key(self._host_key)
         if self.has_sftp:
             transport.set_subsystem_handler("sftp", paramiko.SFTPServer, _GuestSFTP, self.home)
@@ -329,12 +353,72 @@ class _Guest:
             self._transports = [t for t in self._transports if t.is_alive()]
 
 
+_PARAMIKO_CHANNEL_REQUEST = paramiko.Transport._channel_handler_table[MSG_CHANNEL_REQUEST]
+
+
+def _answer_then_start(channel: paramiko.Channel, message) -> None:
+    _PARAMIKO_CHANNEL_REQUEST(channel, message)  # the check callback, then the reply
+    server = channel.transport.server_object
+    if isinstance(server, _GuestServer):
+        server.start_answered(channel)
+
+
+class _GuestTransport(paramiko.Transport):
+    """A server transport that starts an exec or shell command only after paramiko has
+    sent its reply to the request, so nothing of the command (output, exit status, the
+    channel's close) can reach the client before that reply.
+
+    paramiko (3.x to 5.x) dispatches channel messages through the class table
+    ``_channel_handler_table``; this subclass wraps its channel-request entry.
+    """
+
+    _channel_handler_table = dict(paramiko.Transport._channel_handler_table)
+    _channel_handler_table[MSG_CHANNEL_REQUEST] = _answer_then_start
+
+
+class _QuietDisconnects(logging.Filter):
+    """Drop paramiko's ERROR records about a client that simply went away (connection
+    reset, broken pipe, closed before its banner), with their tracebacks; real errors
+    pass. Installed on :data:`SSH_LOG`, the guests' transport logger."""
+
+    _GONE = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
+    _SOCKET = re.compile(r"Socket exception: .* \((\d+)\)")
+    _NO_BANNER = re.compile(r"Exception \(server\): Error reading SSH protocol banner"
+                            r"(\[Errno (\d+)\].*)?")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._traceback = threading.local()  # on: dropping the lines of a dropped exception
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            self._traceback.on = False
+            return True
+        if getattr(self._traceback, "on", False):
+            return False  # the transport thread logs its traceback, then ends
+        text = record.getMessage()
+        match = self._SOCKET.fullmatch(text)
+        if match and int(match.group(1)) in self._GONE:
+            log.debug("guest SSH client went away: %s", text)
+            return False
+        match = self._NO_BANNER.fullmatch(text)
+        if match and (match.group(2) is None or int(match.group(2)) in self._GONE):
+            log.debug("guest SSH client left before its banner")
+            self._traceback.on = True
+            return False
+        return True
+
+
+logging.getLogger(SSH_LOG).addFilter(_QuietDisconnects())
+
+
 class _GuestServer(paramiko.ServerInterface):
     """Authentication and channel policy of a guest: root, public key, sessions only."""
 
     def __init__(self, guest: _Guest) -> None:
         self._guest = guest
         self._busy: List[paramiko.Channel] = []  # channels running a command or SFTP
+        self._pending: Dict[int, _ExecSession] = {}  # accepted, waiting for paramiko's reply
         self._lock = threading.Lock()
 
     def get_allowed_auths(self, username: str) -> str:
@@ -371,23 +455,36 @@ class _GuestServer(paramiko.ServerInterface):
             return True
 
     def _start(self, channel: paramiko.Channel, argv: List[str]) -> bool:
+        # Accept only: paramiko answers the request after this returns, and a command
+        # started now could exit and close the channel before that answer (the client
+        # then fails with "Channel closed."). _GuestTransport starts it once answered.
         if not self._reserve(channel):
             return False
-        session = _ExecSession(self._guest, channel, argv)
-        if not self._guest.add_session(session):
-            return False
-        session.start()
+        with self._lock:
+            self._pending[channel.get_id()] = _ExecSession(self._guest, channel, argv)
         return True
+
+    def start_answered(self, channel: paramiko.Channel) -> None:
+        """Start the command accepted on ``channel``, if any: its request is answered."""
+        with self._lock:
+            session = self._pending.pop(channel.get_id(), None)
+        if session is None:
+            return
+        if self._guest.add_session(session):
+            session.start()
+        else:  # the guest is stopping
+            channel.close()
 
 
 class _ExecSession:
-    """One command of a guest: ``/bin/sh -c`` with stdout/stderr streamed to the channel."""
+    """One command of a guest: ``/bin/sh -c`` started by the guest's supervisor, with
+    stdin fed from the channel and stdout/stderr streamed to it."""
 
     def __init__(self, guest: _Guest, channel: paramiko.Channel, argv: List[str]) -> None:
         self._guest = guest
         self._channel = channel
         self._argv = argv
-        self._proc: Optional[subprocess.Popen] = None
+        self._command: Optional[Command] = None
         self._killed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="guest-%s-exec" % guest.vm_id, daemon=True)
         self._stdin_thread: Optional[threading.Thread] = None
@@ -400,12 +497,9 @@ class _ExecSession:
 
     def kill(self) -> None:
         self._killed.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the whole group: scripts start children
-            except OSError:
-                pass
+        command = self._command
+        if command is not None:
+            command.kill()  # its process group; the rest goes with the guest's supervisor
         try:
             self._channel.close()
         except Exception:
@@ -440,48 +534,45 @@ class _ExecSession:
             self._guest.remove_session(self)
 
     def _execute(self) -> Optional[int]:
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
         try:
-            proc = subprocess.Popen(
-                self._argv,
-                cwd=self._guest.home,
-                env=self._environment(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            self._command = self._guest.supervisor.run(
+                self._argv, self._guest.home, self._environment(), (stdin_r, stdout_w, stderr_w))
         except OSError as exc:
+            for fd in (stdin_w, stdout_r, stderr_r):
+                os.close(fd)
             self._channel.sendall_stderr(("sh: %s\n" % exc).encode())
             return 127
-        self._proc = proc
+        finally:
+            for fd in (stdin_r, stdout_w, stderr_w):
+                os.close(fd)
         if self._killed.is_set():  # stop() raced with the start
             self.kill()
         self._stdin_thread = threading.Thread(
-            target=self._feed_stdin, args=(proc,), name="guest-%s-stdin" % self._guest.vm_id, daemon=True
+            target=self._feed_stdin, args=(stdin_w,), name="guest-%s-stdin" % self._guest.vm_id, daemon=True
         )
         self._stdin_thread.start()
-        self._pump_output(proc)
-        code = self._wait(proc)
+        self._pump_output(stdout_r, stderr_r)
+        code = self._wait(self._command)
         if code is None or self._killed.is_set():
             return None
         return code if code >= 0 else 128 - code  # a signal, shell style
 
-    def _wait(self, proc: subprocess.Popen) -> Optional[int]:
+    def _wait(self, command: Command) -> Optional[int]:
         while True:
-            try:
-                return proc.wait(POLL_INTERVAL)
-            except subprocess.TimeoutExpired:
-                if self._killed.is_set() or self._channel.closed:
-                    self.kill()
-                    try:
-                        return proc.wait(JOIN_TIMEOUT)
-                    except subprocess.TimeoutExpired:
-                        return None  # unkillable (D state): give up rather than hang
+            code = command.wait(POLL_INTERVAL)
+            if command.done.is_set():
+                return code
+            if self._killed.is_set() or self._channel.closed:
+                self.kill()
+                return command.wait(JOIN_TIMEOUT)
 
-    def _pump_output(self, proc: subprocess.Popen) -> None:
+    def _pump_output(self, stdout: int, stderr: int) -> None:
         selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ, self._channel.sendall)
-        selector.register(proc.stderr, selectors.EVENT_READ, self._channel.sendall_stderr)
+        selector.register(stdout, selectors.EVENT_READ, self._channel.sendall)
+        selector.register(stderr, selectors.EVENT_READ, self._channel.sendall_stderr)
         try:
             while selector.get_map():
                 if self._killed.is_set() or self._channel.closed:
@@ -499,26 +590,24 @@ class _ExecSession:
                         return
         finally:
             selector.close()
-            proc.stdout.close()
-            proc.stderr.close()
+            os.close(stdout)
+            os.close(stderr)
 
-    def _feed_stdin(self, proc: subprocess.Popen) -> None:
+    def _feed_stdin(self, stdin: int) -> None:
         # Blocking copy in its own thread: recv() returns b"" on EOF or when the channel is
-        # closed, and a write to a dead process fails, so this always ends.
+        # closed, and a write to a pipe nobody reads fails, so this always ends.
         try:
             while True:
                 data = self._channel.recv(CHUNK)
                 if not data:
                     break
-                proc.stdin.write(data)
-                proc.stdin.flush()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(stdin, view):]
         except (OSError, ValueError, EOFError):
             pass
         finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            os.close(stdin)
 
 
 class _GuestSFTP(paramiko.SFTPServerInterface):

@@ -35,7 +35,7 @@ __all__ = [
     "SAVE_MIGRATE", "PROLOG_MIGRATE", "PROLOG_RESUME", "EPILOG_STOP", "EPILOG",
     "SHUTDOWN", "CANCEL", "FAILURE", "CLEANUP", "UNKNOWN",
     "REASON_NONE", "REASON_ERROR", "REASON_STOP_RESUME", "REASON_USER", "REASON_CANCEL",
-    "OK", "WRONG_STATE", "NOT_SUPPORTED", "HISTORY_FIELDS",
+    "OK", "WRONG_STATE", "UNDEFINED", "HISTORY_FIELDS",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ INIT, PENDING, HOLD, ACTIVE, STOPPED, SUSPENDED, DONE, FAILED = range(8)
  CLEANUP, UNKNOWN) = range(17)
 # History::MigrationReason
 REASON_NONE, REASON_ERROR, REASON_STOP_RESUME, REASON_USER, REASON_CANCEL = range(5)
-# DispatchManager return codes, as VirtualMachineAction maps them to answers
-OK, WRONG_STATE, NOT_SUPPORTED = 0, -2, -3
+# DispatchManager return codes, as VirtualMachineAction maps them to answers; UNDEFINED
+# stands for the uninitialised result of an action name VirtualMachineAction does not know.
+OK, WRONG_STATE, UNDEFINED = 0, -2, None
 
 DELAY_STEPS = ("pending", "prolog", "boot", "shutdown", "cancel", "epilog", "save")
 DEFAULT_DELAY = 0.3
@@ -134,7 +135,7 @@ class Lifecycle:
 
     ``pool`` must offer ``batch()`` (a context manager holding the pool lock and
     committing touched VMs at exit), ``get(vm_id)``, ``touch(vm)``, ``release_leases(vm)``,
-    ``reacquire_leases(vm)`` and ``set_attribute(vm, name, value_or_None)``.
+    ``set_attribute(vm, name, value_or_None)`` and ``add_attribute(vm, name, value)``.
     """
 
     def __init__(self, pool, delays: Union[float, Mapping[str, float]] = DEFAULT_DELAY,
@@ -222,20 +223,24 @@ class Lifecycle:
         vm.history.append(record)
         return record
 
-    def _close_history(self, vm, now: int, reason: int) -> None:
+    def _close_history(self, vm, now: int, reason: Optional[int] = None) -> None:
+        """End the current history record; ``reason`` None keeps the one it has."""
         if vm.history:
             record = vm.history[-1]
             if not record["ETIME"]:
                 record["ETIME"] = now
             if record["RSTIME"] and not record["RETIME"]:
                 record["RETIME"] = now
-            record["REASON"] = reason
+            if reason is not None:
+                record["REASON"] = reason
 
     def _finish(self, vm, state: int, now: int) -> None:
-        """Enter DONE or FAILED: the end of a VM's life (leases go back to the network)."""
+        """Enter DONE or FAILED: the end of a VM's life. Only DONE gives the leases back
+        (``DispatchManager::failed_action`` keeps them; finalize releases them)."""
         vm.etime = now
         vm.memory = vm.cpu = 0
-        self.pool.release_leases(vm)
+        if state == DONE:
+            self.pool.release_leases(vm)
         self._enter(vm, state)
         if state == DONE and self.on_done is not None:
             try:
@@ -257,23 +262,28 @@ class Lifecycle:
             record["PETIME"] = now
             problem = self._image_problem(vm) if vm.lcm == PROLOG else None
             if problem:
-                self.pool.set_attribute(vm, "ERROR_MESSAGE", problem)
+                # TransferManagerDriver (typo included) via set_template_error_message,
+                # which adds an ERROR vector without removing earlier ones
+                self.pool.add_attribute(vm, "ERROR", {
+                    "MESSAGE": "Error excuting image transfer script: " + problem,
+                    "TIMESTAMP": time.ctime(now)})
                 self._close_history(vm, now, REASON_ERROR)
                 self._finish(vm, FAILED, now)
                 return
             record["RSTIME"] = now
-            vm.deploy_id = "one-%d" % vm.id
             self._enter(vm, ACTIVE, BOOT)
         elif vm.lcm == BOOT:
             self._boot_done(vm)
         elif vm.lcm in (SHUTDOWN, CANCEL):
             record = vm.history[-1]
             record["RETIME"] = record["ESTIME"] = now
+            if vm.lcm == CANCEL:  # LifeCycleManager::cancel_success_action
+                record["REASON"] = REASON_CANCEL
             self._enter(vm, ACTIVE, EPILOG)
         elif vm.lcm == EPILOG:
             record = vm.history[-1]
             record["EETIME"] = now
-            self._close_history(vm, now, REASON_NONE)
+            self._close_history(vm, now)  # the reason stays: NONE, or CANCEL
             self._finish(vm, DONE, now)
         elif vm.lcm == SAVE_STOP:
             record = vm.history[-1]
@@ -308,14 +318,14 @@ class Lifecycle:
             return None
         if known:
             return None
-        return ("Error executing image transfer script: image %s not found in the Marketplace"
-                % image_id)
+        return "image %s not found in the Marketplace" % image_id
 
     # -- running VMs and their guests ----------------------------------------------------
 
     def _running(self, vm, port: Optional[int]) -> None:
         now = int(self.clock())
         vm.last_poll = now
+        vm.deploy_id = "one-%d" % vm.id  # set by the hypervisor's answer to DEPLOY
         vm.memory = _memory_kb(vm)
         vm.cpu = 1
         self.pool.set_attribute(vm, "SSH_PORT", str(port) if port not in (None, 22) else None)
@@ -418,14 +428,16 @@ class Lifecycle:
 
             self._worker(ident).submit(start_again)
 
-    def action(self, vm, name: str) -> int:
-        """Apply ``one.vm.action`` ``name``; returns OK, WRONG_STATE or NOT_SUPPORTED."""
-        handler = getattr(self, "_action_" + name, None) if name.isidentifier() else None
-        if handler is None:
-            # ONE 3.2 leaves the result of an unknown action undefined; we answer
-            # "not supported" (an ACTION error), like its -3 code.
-            return NOT_SUPPORTED
-        return handler(vm, int(self.clock()))
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is one of the actions ``one.vm.action`` dispatches."""
+        return name.isidentifier() and hasattr(self, "_action_" + name)
+
+    def action(self, vm, name: str) -> Optional[int]:
+        """Apply ``one.vm.action`` ``name``; returns OK, WRONG_STATE or UNDEFINED (a name
+        ONE does not dispatch: its result code is left uninitialised)."""
+        if not self.knows(name):
+            return UNDEFINED
+        return getattr(self, "_action_" + name)(vm, int(self.clock()))
 
     def _is_running(self, vm) -> bool:
         return vm.state == ACTIVE and vm.lcm == RUNNING
@@ -507,11 +519,7 @@ class Lifecycle:
         if vm.state == ACTIVE:
             self._close_history(vm, now, REASON_USER)
             vm.memory = vm.cpu = 0
-        if vm.state == FAILED:
-            # FAILED gave the leases back; ONE 3.2 would run the VM on them anyway,
-            # which here would mean two guests on one address.
-            self.pool.reacquire_leases(vm)
-        self._enter(vm, PENDING)
+        self._enter(vm, PENDING)  # a FAILED VM still holds its leases
         return OK
 
 

@@ -16,23 +16,33 @@ Mounted by the front at ``/marketplace`` (no authentication); it serves the entr
 - ``GET /metadata/{email}?tag={tag}``: the endorser's newest entry carrying that tag
   (``dcterms:alternative``), as a bare document.
 
-Content negotiation: XML unless ``application/json`` is preferred by the ``Accept``
-header; no ``Accept`` header means XML (what the 14.06 driver relies on). JSON lists
-are the DataTables object of the web page; errors are ``<error>`` XML or
-``{"<code>" : "<message>"}`` JSON.
+- ``GET /tag/{email}/{tag}``: the same as ``/metadata/{email}?tag={tag}``.
+- Any path no route of the real Marketplace matches is its home page, a 200 (a page that
+  sends browsers to ``metadata``); ``//`` in a path is ``/`` first, as its filter does.
 
-Choices where the spec is unconfirmed (§3.2, §7):
+Lists: XML unless ``application/json`` is preferred by the ``Accept`` header; no
+``Accept`` header means XML (the application's default type, what the 14.06 driver relies
+on). A list that matches nothing is a 404 "no metadata matching query found", also for an
+empty catalogue or a ``status`` with no entry: the server's query then yields one row of
+nulls, which it refuses (``MDataResourceBase.getMetadata``). JSON lists are the DataTables
+object of the web page: ``sEcho`` an integer (an unparsable one is a 500), the counts
+numbers, ``rMsg`` the server's constant "no metadata matching query found", and a list
+that matches nothing is a 200 with empty ``aaData`` and counts of 0.
 
-- An unfiltered list of an empty catalogue (or a ``status``/``location`` query with no
-  match) is ``200`` with an empty ``<metadata></metadata>``: the server only raises its
-  404 when an identifier/e-mail/date filter was given.
-- ``text/html`` and other media types get XML (the emulator has no web pages).
+Errors take the form of the *first* entry of ``Accept`` (``MarketPlaceStatusService``):
+``<error>`` XML for ``text/xml``, ``application/xml`` and ``application/rdf+xml``,
+``{"<code>" : "<message>"}`` for ``application/json``, the HTML status page otherwise,
+also without an ``Accept`` header (Restlet then reads ``*/*``).
+
+Choices where the real server differs or is unknown:
+
+- ``text/html`` lists get XML (the emulator has no web pages, the home page aside);
 - ``/metadata/{id}/{email}/{created}`` is always RDF/XML (the server can also give
-  RDF/JSON, which no StratusLab client asks for).
-- In JSON rows a missing value is the string ``"null"`` (the server's rendering of an
-  unbound SPARQL variable); ``sEcho`` echoes the request's value (``0`` if absent) and
-  the record counts are strings.
-- Uploads (``POST /metadata``), ``/endorsers``, ``/query``... are not emulated (405/404).
+  RDF/JSON, which no StratusLab client asks for);
+- in JSON rows a missing value is the string ``"null"`` (the server's rendering of an
+  unbound SPARQL variable);
+- uploads (``POST /metadata``), ``/endorsers``, ``/query``, ``/upload``, ``/sync``,
+  ``/action/``, and the style sheets and scripts are not emulated (405, 404).
 """
 
 from __future__ import annotations
@@ -45,20 +55,12 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from .catalogue import Catalogue, CatalogueEntry, format_time
-from .web import Request, Response
+from .web import RESTLET_DESCRIPTIONS, Request, Response, reason
 
-__all__ = ["MarketplaceHandler", "RESTLET_DESCRIPTIONS", "XML_HEADER"]
+__all__ = ["MarketplaceHandler", "XML_HEADER"]
 
 # What the server writes before every document (and strips from each listed entry).
 XML_HEADER = '<?xml version="1.0" encoding="UTF-8" standalone="no"?>'
-
-# Restlet's default status descriptions: the message of errors no resource produced
-# itself (unknown path, wrong method). pdisk is a Restlet application too.
-RESTLET_DESCRIPTIONS = {
-    404: "The server has not found anything matching the request URI",
-    405: "The method specified in the request is not allowed for the resource "
-         "identified by the request URI",
-}
 
 NO_MATCH = "no metadata matching query found"
 ENTRY_NOT_FOUND = "metadata entry not found."
@@ -68,6 +70,17 @@ _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
 _XML_TYPE = "application/xml; charset=UTF-8"
+_HTML_TYPE = "text/html; charset=UTF-8"
+_XML_ERROR_TYPES = ("text/xml", "application/xml", "application/rdf+xml")
+_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+_HOME = ('<html>\n  <head> \n    <base href="%s"> \n'
+         '    <meta http-equiv="REFRESH" content="0;url=metadata">\n  </head>\n</html>\n')
+_STATUS_PAGE = ('<html>\n<head>\n  <meta http-equiv="CONTENT-TYPE" CONTENT="text/html; '
+                'charset=utf-8">\n  <title>%(title)s</title>\n</head>\n<body>\n<div class="Page">'
+                '\n<div class="breadcrumbs">\n    <a href="metadata">Home</a> | <a href="endorsers">'
+                'Endorsers</a> | <a href="upload">Upload</a>\n</div>\n<div class="Content">\n\n'
+                '<h1>%(title)s</h1>\n\n<table border=0>\n  <tr>\n  <td>%(description)s</td>\n  '
+                '</tr>\n</table>\n\n</div>\n</div>\n\n</body>\n</html>\n')
 _RDF_TYPE = "application/rdf+xml; charset=UTF-8"
 _JSON_TYPE = "application/json; charset=UTF-8"
 
@@ -115,6 +128,17 @@ def _prefers_json(headers: Mapping[str, str]) -> bool:
     return best["json"] > best["xml"]
 
 
+def _not_emulated(segments: List[str]) -> bool:
+    """Whether a route of the real Marketplace that the emulator does not serve matches
+    (exact templates; ``/action/`` and the directories match by prefix)."""
+    first, count = segments[0], len(segments)
+    if first == "endorsers":
+        return count <= 2 or (count == 3 and segments[2] == "tags")
+    if first in ("query", "upload", "sync"):
+        return count == 1
+    return first in ("action", "css", "js", "img") and count >= 2
+
+
 def _classify(value: str) -> Optional[str]:
     if not value or value == "null":
         return None
@@ -135,50 +159,63 @@ def _matches_location(entry: CatalogueEntry, access: str) -> bool:
 
 
 class MarketplaceHandler:
-    """Answers ``/metadata...`` requests from a catalogue.
+    """Answers ``/metadata...`` requests from a catalogue (configuration, not state:
+    nothing is stored)."""
 
-    ``store`` is accepted so the cloud can wire every service alike; the catalogue is
-    configuration rather than state, so nothing is written to it.
-    """
-
-    def __init__(self, catalogue: Catalogue, store: object = None) -> None:
+    def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        self.store = store
 
     def handle(self, request: Request) -> Response:
-        as_json = _prefers_json(request.headers)
         try:
-            if request.method not in ("GET", "HEAD"):
-                raise _Failure(405, RESTLET_DESCRIPTIONS[405], {"Allow": "GET, HEAD"})
-            response = self._get(request, as_json)
+            response = self._route(request)
         except _Failure as failure:
-            response = self._error(failure, as_json)
+            response = self._error(failure, request.headers)
         if request.method == "HEAD":
             response.body = b""
         return response
 
     # --- routing -------------------------------------------------------------------
 
-    def _get(self, request: Request, as_json: bool) -> Response:
-        path = request.path[:-1] if request.path.endswith("/") else request.path
-        segments = path.split("/")
-        # "/metadata[/a[/b[/c]]]" with an optional trailing slash, nothing else.
-        if segments[:2] != ["", "metadata"] or "" in segments[2:]:
+    def _route(self, request: Request) -> Response:
+        path = request.path.replace("//", "/")  # the application's DoubleSlashFilter
+        path = path[:-1] if path.endswith("/") and path != "/" else path
+        segments = path.split("/")[1:] or [""]
+        if segments[0] == "metadata" and len(segments) <= 4:
+            resource = self._metadata
+        elif segments[0] == "tag" and len(segments) == 3:
+            resource = self._tag
+        elif _not_emulated(segments):
             raise _Failure(404, RESTLET_DESCRIPTIONS[404])
-        segments = segments[1:]
+        else:
+            resource = self._home
+        if request.method not in ("GET", "HEAD"):
+            raise _Failure(405, RESTLET_DESCRIPTIONS[405], {"Allow": "GET, HEAD"})
         args = [unquote(s) for s in segments[1:]]
         query = {name: values[-1] for name, values in request.query.items() if values}
+        return resource(request, args, query)
+
+    def _home(self, request: Request, args: List[str], query: Mapping[str, str]) -> Response:
+        base = "https://%s/marketplace/" % (_header(request.headers, "Host") or "localhost")
+        return Response(200, (_HOME % base).encode("utf-8"), _HTML_TYPE)
+
+    def _tag(self, request: Request, args: List[str], query: Mapping[str, str]) -> Response:
+        return self._document(self._tagged(args[0], args[1]))
+
+    def _metadata(self, request: Request, args: List[str], query: Mapping[str, str]) -> Response:
         if len(args) == 3:
-            entry = self.catalogue.find(*args)
-            return self._document(entry)
-        if len(args) > 3:
-            raise _Failure(404, RESTLET_DESCRIPTIONS[404])
+            return self._document(self.catalogue.find(*args))
         if len(args) == 1 and "tag" in query and _classify(args[0]) == "email":
             return self._document(self._tagged(args[0], query["tag"]))
-        entries, total = self._select(args, query)
-        if as_json:
-            return self._json_list(entries, total, query.get("sEcho", "0"))
-        return self._xml_list(entries)
+        if _prefers_json(request.headers):
+            echo = query.get("sEcho", "0")
+            if not (_JAVA_INT.fullmatch(echo) and -2 ** 31 <= int(echo) < 2 ** 31):
+                raise _Failure(500, RESTLET_DESCRIPTIONS[500])  # Integer.parseInt, uncaught
+            try:
+                entries, total = self._select(args, query)
+            except _Failure:  # toJSON catches the 404: an empty table
+                entries, total = [], 0
+            return self._json_list(entries, total, int(echo))
+        return self._xml_list(self._select(args, query)[0])
 
     # --- selection (MDataResource + SparqlBuilder) ------------------------------------
 
@@ -186,7 +223,6 @@ class MarketplaceHandler:
                 ) -> Tuple[List[CatalogueEntry], int]:
         """The listed entries, and the total before identifier/e-mail/date/location filters."""
         values = list(args) + [query[k] for k in ("identifier", "email", "created") if k in query]
-        has_filter = bool(args) or any(k in query for k in ("identifier", "email", "created"))
         classified = [(_classify(value), value) for value in values]
         filters = [(kind, value) for kind, value in classified if kind]
         by_date = any(kind == "created" for kind, _ in filters)
@@ -202,7 +238,7 @@ class MarketplaceHandler:
         selected = [e for e in candidates
                     if all(self._field(e, kind) == value for kind, value in filters)
                     and status_ok(e) and _matches_location(e, access)]
-        if not selected and has_filter:
+        if not selected:  # with a filter, or a row of nulls from the server's query
             raise _Failure(404, NO_MATCH)
         return selected, sum(1 for e in latest if status_ok(e))
 
@@ -232,25 +268,35 @@ class MarketplaceHandler:
         return Response(200, body.encode("utf-8"), _XML_TYPE)
 
     @staticmethod
-    def _json_list(entries: List[CatalogueEntry], total: int, echo: str) -> Response:
+    def _json_list(entries: List[CatalogueEntry], total: int, echo: int) -> Response:
         def row(e: CatalogueEntry) -> List[str]:
             return ["", e.os or "null", e.os_version or "null", e.arch or "null",
                     e.endorser_email, e.kind or "null", format_time(e.created), e.image_id,
                     e.locations[0] if e.locations else "null", e.description, e.title or "null"]
 
         document = {
-            "sEcho": echo if echo.isdigit() else "0",
-            "iTotalRecords": str(total),
-            "iTotalDisplayRecords": str(len(entries)),
-            "rMsg": "",
+            "sEcho": echo,
+            "iTotalRecords": total,
+            "iTotalDisplayRecords": len(entries),
+            "rMsg": NO_MATCH,  # MDataResource.toJSON's message, whatever the result
             "aaData": [row(e) for e in entries],
         }
         return Response(200, json.dumps(document).encode("utf-8"), _JSON_TYPE)
 
     @staticmethod
-    def _error(failure: _Failure, as_json: bool) -> Response:
-        if as_json:
+    def _error(failure: _Failure, headers: Mapping[str, str]) -> Response:
+        """``MarketPlaceStatusService``: the form of the first accepted media type."""
+        first = (_header(headers, "Accept") or "*/*").split(",", 1)[0]
+        media, _, parameters = first.strip().lower().partition(";")
+        if any(not p.strip().startswith("q=") for p in parameters.split(";") if p.strip()):
+            media = ""  # Restlet compares media types with their parameters
+        media = media.strip()
+        if media in _XML_ERROR_TYPES:
+            body = XML_HEADER + "<error>" + escape(failure.message) + "</error>"
+            return Response(failure.status, body.encode("utf-8"), _XML_TYPE, failure.headers)
+        if media == "application/json":
             body = '{"%d" : %s}' % (failure.status, json.dumps(failure.message))
             return Response(failure.status, body.encode("utf-8"), _JSON_TYPE, failure.headers)
-        body = XML_HEADER + "<error>" + escape(failure.message) + "</error>"
-        return Response(failure.status, body.encode("utf-8"), _XML_TYPE, failure.headers)
+        page = _STATUS_PAGE % {"title": escape(reason(failure.status)),
+                               "description": escape(failure.message)}
+        return Response(failure.status, page.encode("utf-8"), _HTML_TYPE, failure.headers)

@@ -3,25 +3,33 @@
 Four methods (``one.vm.allocate``, ``one.vm.info``, ``one.vmpool.info``,
 ``one.vm.action``) answer ONE's ``[ok, value, code]`` triples with ONE's error codes
 and messages. As behind the real proxy, the HTTP identity decides the user and the
-session string is ignored. VM documents follow ``VirtualMachine::to_xml`` byte for byte:
+session string is ignored; the user's ONE name (``UNAME``) is the HTTP name URL-encoded
+the way the proxy's Java ``URLEncoder`` does (``alice@x.org`` is ``alice%40x.org``). The
+user is authenticated before any parameter is read, as in ``Request::execute``. VM documents follow ``VirtualMachine::to_xml`` byte for byte:
 element order, PERMISSIONS, a TEMPLATE sorted by name with CDATA values, what ONE adds
-at allocation (VMID, NAME, DISK_ID, NIC leases, CONTEXT TARGET, GRAPHICS PORT) and
-HISTORY_RECORDS (all records for ``vm.info``, the last one for ``vmpool.info``). Like
+at allocation (VMID, NAME, DISK_ID, NIC leases, CONTEXT variables and TARGET, GRAPHICS
+PORT; :mod:`.variables`) and HISTORY_RECORDS (all records for ``vm.info``, the last one for ``vmpool.info``). Like
 ONE 3.2, names and CDATA contents are written without escaping.
 
 Speed matters (benchmarks must measure the driver, not this): VMs live in memory,
 each VM's pool XML is rendered once per change and kept, and SQLite (:mod:`.store`)
 holds a JSON body per VM so a restarted cloud gets them back.
 
+Faults come from xmlrpc-c as ONE 3.2 links it: an unknown method is -506 "Method 'NAME'
+not defined" (the proxy forwards every name), a missing or mistyped parameter is -501
+("Not enough parameters", "Parameter that is supposed to be integer is not"...). A body
+that is not an XML-RPC call answers fault 0 (Apache XML-RPC's parse failure, at the proxy).
+
 Choices where ONE 3.2 is undefined or unknown (documented, not guessed silently):
-- an unknown ``vm.action`` name answers ACTION "Virtual machine action not supported";
-- an unknown method answers XML-RPC fault -506 (xmlrpc-c's "method does not exist");
-- a wrong parameter type or count answers fault -501 (xmlrpc-c's type error);
-- a body that is not an XML-RPC call answers fault 0 (Apache XML-RPC's parse failure).
+- an unknown ``vm.action`` name leaves ONE's result code uninitialised; it answers INTERNAL
+  "Internal error. Action result not defined", the code's ``default`` branch;
+- ``$NETWORK[TEMPLATE, ...]``, ``$USER[...]`` and ``$IMAGE[...]`` expand to nothing: the
+  cloud's users have empty templates and it has no image repository.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import logging
@@ -35,10 +43,11 @@ from operator import itemgetter
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from . import lifecycle as lc
-from .front import jetty_error
 from .store import Store
+from .faults import rpc_method_name
 from .template import TemplateError, parse
-from .web import Request, Response
+from .variables import VariableError, expand, marshall, unmarshall
+from .web import Request, Response, jetty_error
 
 __all__ = ["OneHandler", "VmPool", "VM", "Network", "NETWORKS",
            "SUCCESS", "AUTHENTICATION", "AUTHORIZATION", "NO_EXISTS", "ACTION",
@@ -105,6 +114,14 @@ class Network:
     def release(self, ip: int) -> None:
         self.used.discard(ip - self.base)
 
+    def attribute(self, name: str) -> str:
+        """An attribute of the network's template (what ``$NETWORK[NAME, ...]`` reads)."""
+        first = ipaddress.IPv4Address(self.base)
+        network = ipaddress.IPv4Network("%s/16" % first, strict=False)
+        return {"NAME": self.name, "TYPE": "RANGED", "BRIDGE": self.bridge,
+                "NETWORK_ADDRESS": str(network.network_address),
+                "NETWORK_MASK": str(network.netmask)}.get(name, "")
+
 
 def _networks() -> List[Network]:
     def ranged(ident: int, name: str, second_octet: int) -> Network:
@@ -115,6 +132,37 @@ def _networks() -> List[Network]:
 
 
 NETWORKS = ("public", "local", "private")
+
+
+# VirtualMachine::get_network_leases and ::get_disk_images of ONE 3.2: one text for every
+# failure (3.4 and later name the cause).
+NIC_FAILURE = "Could not get virtual network for VM."
+IMAGE_FAILURE = "Could not get disk image for VM."
+_CPP_INT = re.compile(r"\s*([+-]?[0-9]+)")
+
+
+def _cpp_int(text: str) -> Optional[int]:
+    """``istringstream >> int``: the leading integer of ``text``, None when there is none."""
+    match = _CPP_INT.match(text)
+    return int(match.group(1)) if match else None
+
+
+def _ip_number(text: str) -> int:
+    """An IPv4 address as a number; -1 (in no network) when ``text`` is not one."""
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        return -1
+
+
+_JAVA_URL_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-*_")
+
+
+def proxy_user_name(user: str) -> str:
+    """The ONE user name of an HTTP user: the one-proxy's ``URLEncoder.encode(user,
+    "UTF-8")`` (letters, digits and ``.-*_`` kept, a space as ``+``, the rest ``%XX``)."""
+    return "".join(chr(b) if b in _JAVA_URL_SAFE else "+" if b == 0x20 else "%%%02X" % b
+                   for b in user.encode("utf-8"))
 
 
 def _mac(ip: int) -> str:
@@ -271,7 +319,7 @@ class VmPool:
             self.vms[vm.id] = vm
             for net_id, ip in vm.leases:
                 last_lease[net_id] = ip
-                if vm.state not in (lc.DONE, lc.FAILED):
+                if vm.state != lc.DONE:  # a FAILED VM keeps its leases
                     self.networks[net_id].used.add(ip - self.networks[net_id].base)
             vm.pool_xml = render_vm(vm, False)
             self._next_oid = vm.id + 1
@@ -326,23 +374,10 @@ class VmPool:
         for net_id, ip in vm.leases:
             self.networks[net_id].release(ip)
 
-    def reacquire_leases(self, vm: VM) -> None:
-        """Take back the leases of a VM returning from FAILED; a lease taken meanwhile
-        by another VM is replaced by a new one (NIC IP and MAC follow)."""
-        leases = []
-        nics = [v for n, v in vm.template if n == "NIC" and isinstance(v, dict) and v.get("IP")]
-        for net_id, ip in vm.leases:
-            network = self.networks[net_id]
-            got = network.take(ip) or network.take()
-            if got is None:
-                continue
-            leases.append((net_id, got))
-            if got != ip:
-                for nic in nics:
-                    if nic.get("IP") == str(ipaddress.IPv4Address(ip)):
-                        nic.update(IP=str(ipaddress.IPv4Address(got)), MAC=_mac(got))
-                vm.template_xml = None
-        vm.leases = leases
+    def add_attribute(self, vm: VM, name: str, value: Union[str, Dict[str, str]]) -> None:
+        """Add a template attribute beside any of the same name."""
+        vm.template.append((name, value))
+        vm.template_xml = None
         self.touch(vm)
 
     def info_xml(self, vm: VM) -> str:
@@ -351,17 +386,17 @@ class VmPool:
                 vm.info_xml = vm.pool_xml if len(vm.history) <= 1 else render_vm(vm, True)
             return vm.info_xml
 
-    def running_vms(self) -> List[VM]:
-        with self._lock:
-            return [vm for vm in self.vms.values()
-                    if (vm.state, vm.lcm) == (lc.ACTIVE, lc.RUNNING)]
-
     # -- ONE operations ----------------------------------------------------------------
 
     def allocate(self, uid: int, uname: str, attrs: List) -> int:
         """``VirtualMachine::insert``; raises AllocationError with ONE's detail text."""
         template: TemplateList = [(n, dict(v) if isinstance(v, list) else v) for n, v in attrs]
         gid, gname = ADMIN_GROUP if uid == 0 else USERS_GROUP
+        if uid != 0 and gid != ADMIN_GROUP[0]:
+            for name, value in template:
+                # StratusLab's ONE restricts only this attribute (spec §2.4)
+                if name == "NIC" and isinstance(value, dict) and value.get("VLAN_ID"):
+                    raise AllocationError("VM Template includes a restricted attribute NIC/VLAN_ID.")
         with self.batch():
             oid = self._next_oid
             template = [(n, v) for n, v in template if n != "VMID"] + [("VMID", str(oid))]
@@ -370,18 +405,18 @@ class VmPool:
                 name = "one-%d" % oid
                 template = [(n, v) for n, v in template if n != "NAME"] + [("NAME", name)]
             elif len(name) > NAME_MAX:
-                raise AllocationError("NAME is too long; max length is %d chars." % NAME_MAX)
-            leases = self._get_leases(template, uid, oid)
+                # 3.2 appends to the stream that still holds the VM id: "<id>NAME is..."
+                raise AllocationError("%dNAME is too long; max length is %d chars." % (oid, NAME_MAX))
+            vm = VM(id=oid, uid=uid, gid=gid, uname=uname, gname=gname, name=name,
+                    template=template, stime=int(time.time()))
+            vm.leases = self._get_leases(template, uid, oid)
             try:
                 self._disks(template)
-                self._context(template, oid, uid)
+                self._expand_variables(vm)
                 self._graphics(template, oid)
             except AllocationError:
-                for net_id, ip in leases:
-                    self.networks[net_id].release(ip)
+                self.release_leases(vm)
                 raise
-            vm = VM(id=oid, uid=uid, gid=gid, uname=uname, gname=gname, name=name,
-                    template=template, stime=int(time.time()), leases=leases)
             self.vms[oid] = vm
             self._next_oid = oid + 1
             self.touch(vm)
@@ -392,22 +427,27 @@ class VmPool:
         return oid
 
     def _get_leases(self, template: TemplateList, uid: int, oid: int) -> List[Tuple[int, int]]:
+        """``VirtualMachine::get_network_leases``: a lease for each NIC of a network; any
+        NIC failure is ONE 3.2's one message.
+
+        Unlike ONE, a NIC of no network that names an ``IP`` is placed on the network whose
+        range holds that address, and refused when none does: the VM's guest listens on its
+        first NIC's address, which must be one of the cloud's loopback leases.
+        """
         leases: List[Tuple[int, int]] = []
         try:
-            for _, nic in ((n, v) for n, v in template if n == "NIC" and isinstance(v, dict)):
+            for nic in (v for n, v in template if n == "NIC" and isinstance(v, dict)):
+                requested = _ip_number(nic["IP"]) if nic.get("IP") else None
                 network = self._nic_network(nic, uid)
                 if network is None:
-                    continue
-                requested = None
-                if nic.get("IP"):
-                    try:
-                        requested = int(ipaddress.IPv4Address(nic["IP"]))
-                    except ValueError:
-                        requested = -1
+                    if requested is None:
+                        continue  # kept as given, like ONE does
+                    network = next((n for n in self.networks if n.contains(requested)), None)
+                    if network is None:
+                        raise AllocationError(NIC_FAILURE)
                 ip = network.take(requested)
                 if ip is None:
-                    raise AllocationError("Cannot get IP/MAC lease from virtual network %d."
-                                          % network.id)
+                    raise AllocationError(NIC_FAILURE)
                 leases.append((network.id, ip))
                 nic.update(NETWORK=network.name, NETWORK_ID=str(network.id),
                            BRIDGE=network.bridge, MAC=_mac(ip),
@@ -419,63 +459,67 @@ class VmPool:
         return leases
 
     def _nic_network(self, nic: Dict[str, str], uid: int) -> Optional[Network]:
-        """``VirtualNetworkPool::nic_attribute`` lookup; None for a NIC without network."""
+        """``VirtualNetworkPool::nic_attribute``'s lookup: the NIC's network, None for a NIC
+        of no network; AllocationError when the named network is not found."""
         name, ident = nic.get("NETWORK", ""), nic.get("NETWORK_ID", "")
         if name:
-            owner = uid
             if nic.get("NETWORK_UID"):
-                try:
-                    owner = int(nic["NETWORK_UID"])
-                except ValueError:
-                    raise AllocationError("Cannot get user in NETWORK_UID") from None
+                owner = _cpp_int(nic["NETWORK_UID"])
             elif nic.get("NETWORK_UNAME"):
-                if nic["NETWORK_UNAME"] not in self.uids:
-                    raise AllocationError("User set in NETWORK_UNAME does not exist")
-                owner = self.uids[nic["NETWORK_UNAME"]]
-            for network in self.networks:
-                if owner == 0 and network.name == name:
-                    return network
-            raise AllocationError("User %d does not own a network with name: %s . Set "
-                                  "NETWORK_UNAME or NETWORK_UID of owner in NIC." % (owner, name))
-        if ident:
-            for network in self.networks:
-                if str(network.id) == ident:
-                    return network
-            raise AllocationError("Virtual network %s does not exist." % ident)
-        return None
+                owner = self.uids.get(nic["NETWORK_UNAME"])
+            else:
+                owner = uid
+            found = [n for n in self.networks if owner == 0 and n.name == name]  # oneadmin's
+        elif ident:
+            number = _cpp_int(ident)
+            found = [n for n in self.networks if n.id == number]
+        else:
+            return None
+        if not found:
+            raise AllocationError(NIC_FAILURE)
+        return found[0]
 
     @staticmethod
     def _disks(template: TemplateList) -> None:
-        """``ImagePool::disk_attribute`` for disks without an image pool entry."""
-        index = 0
-        for name, disk in template:
-            if name != "DISK" or not isinstance(disk, dict):
+        """``ImagePool::disk_attribute`` for disks without an image pool entry; a disk's
+        ``DISK_ID`` is its position among all ``DISK`` attributes, vectors or not."""
+        disks = [value for name, value in template if name == "DISK"]
+        for index, disk in enumerate(disks):
+            if not isinstance(disk, dict):
                 continue
-            if disk.get("IMAGE"):
-                raise AllocationError("User does not own an image with name: %s . Set "
-                                      "IMAGE_UNAME or IMAGE_UID of owner in DISK."
-                                      % disk["IMAGE"])
-            if disk.get("IMAGE_ID"):
-                raise AllocationError("Image %s does not exist." % disk["IMAGE_ID"])
-            disk["DISK_ID"] = str(index)
+            if disk.get("IMAGE") or disk.get("IMAGE_ID"):
+                raise AllocationError(IMAGE_FAILURE)  # the cloud has no image repository
             if disk.get("TYPE", "").upper() == "SWAP" and not disk.get("TARGET"):
                 disk["TARGET"] = DEV_PREFIX + "d"
-            index += 1
+            disk["DISK_ID"] = str(index)
 
-    def _context(self, template: TemplateList, oid: int, uid: int) -> None:
-        contexts = [v for n, v in template if n == "CONTEXT"]
-        if not contexts:
-            return
-        if len(contexts) > 1:
-            raise AllocationError("Only one CONTEXT attribute can be defined.")
-        context = contexts[0]
-        if not isinstance(context, dict):
-            raise AllocationError("Wrong format for CONTEXT attribute.")
-        for key, value in list(context.items()):
-            if "$" in value:
-                context[key] = _expand(value, template)
-        if not context.get("TARGET"):
-            context["TARGET"] = DEV_PREFIX + "b"
+    def _expand_variables(self, vm: VM) -> None:
+        """``parse_context`` then ``parse_requirements``: variables expanded in CONTEXT
+        (which then gets its ``TARGET``) and in REQUIREMENTS. A syntax error fails the
+        allocation with no reason, as in 3.2."""
+        resolver = _VariableResolver(self, vm)
+        for name, vector in (("CONTEXT", True), ("REQUIREMENTS", False)):
+            found = [v for n, v in vm.template if n == name]
+            if not found:
+                continue
+            if len(found) > 1:
+                raise AllocationError("Only one %s attribute can be defined." % name)
+            value = found[0]
+            if isinstance(value, dict) != vector:
+                raise AllocationError("Wrong format for %s attribute." % name)
+            # ONE removes the attribute before parsing: $TEMPLATE does not show it
+            vm.template = [(n, v) for n, v in vm.template if n != name]
+            try:
+                parsed = expand(marshall(list(value.items())) if vector else value, resolver)
+            except VariableError:
+                raise AllocationError("") from None
+            if vector:
+                context = dict(unmarshall(parsed))
+                if not context.get("TARGET"):
+                    context["TARGET"] = DEV_PREFIX + "b"
+                vm.template.append((name, context))
+            else:
+                vm.template.append((name, parsed))
 
     @staticmethod
     def _graphics(template: TemplateList, oid: int) -> None:
@@ -512,31 +556,44 @@ class VmPool:
         return "".join(parts)
 
 
-_VAR = re.compile(r'\$([A-Za-z0-9_]+)(?:\[([A-Za-z0-9_]+)'
-                  r'(?:\s*,\s*([A-Za-z0-9_]+)\s*=\s*"([^"]*)")?\])?')
+class _VariableResolver:
+    """What ONE's variable lookups find for a VM being allocated (see :mod:`.variables`)."""
 
+    def __init__(self, pool: VmPool, vm: VM) -> None:
+        self._pool = pool
+        self._vm = vm
 
-def _expand(value: str, template: TemplateList) -> str:
-    """ONE's context variables: ``$NAME``, ``$NAME[SUB]``, ``$NAME[SUB, KEY="v"]``
-    take values from the VM template (first match; missing ones become empty)."""
+    def single(self, name: str) -> str:
+        if name == "TEMPLATE":  # PoolObjectSQL::to_xml64 of the VM as it is now
+            self._vm.template_xml = None
+            document = render_vm(self._vm, False)
+            self._vm.template_xml = None  # the template changes again after this
+            return base64.b64encode(document.encode("utf-8")).decode("ascii")
+        if name == "UID":
+            return str(self._vm.uid)
+        first = next((v for n, v in self._vm.template if n == name), None)
+        return first if isinstance(first, str) else ""  # Template::get of a single value
 
-    def lookup(match) -> str:
-        name, sub, key, wanted = match.groups()
-        name = name.upper()
-        for attr, attr_value in template:
-            if attr != name:
-                continue
-            if sub is None:
-                if isinstance(attr_value, str):
-                    return attr_value
-                continue
-            if isinstance(attr_value, dict):
-                if key is not None and attr_value.get(key.upper()) != wanted:
-                    continue
-                return attr_value.get(sub.upper(), "")
-        return ""
+    def vector(self, name: str, attribute: str, key: str, value: str) -> str:
+        if name == "NETWORK":
+            return self._network_attribute(attribute, key, value)
+        if name in ("USER", "IMAGE"):
+            return ""
+        vectors = [v for n, v in self._vm.template if n == name]
+        if not key:
+            chosen = vectors[0] if vectors and isinstance(vectors[0], dict) else None
+        else:
+            chosen = next((v for v in vectors if isinstance(v, dict) and v.get(key, "") == value), None)
+        return chosen.get(attribute, "") if chosen is not None else ""
 
-    return _VAR.sub(lookup, value)
+    def _network_attribute(self, attribute: str, key: str, value: str) -> str:
+        if key not in ("NETWORK", "NETWORK_ID") or attribute == "TEMPLATE":
+            return ""
+        nic = next((v for n, v in self._vm.template
+                    if n == "NIC" and isinstance(v, dict) and v.get(key, "") == value), None)
+        network_id = _cpp_int(nic.get("NETWORK_ID", "")) if nic is not None else None
+        network = next((n for n in self._pool.networks if n.id == network_id), None)
+        return network.attribute(attribute) if network is not None else ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -573,7 +630,7 @@ def _int_param(params: tuple, index: int) -> int:
         raise _Fault(-501, "Not enough parameters")
     value = params[index]
     if type(value) is not int or not -2 ** 31 <= value < 2 ** 31:
-        raise _Fault(-501, "Parameter that is supposed to be an integer is not")
+        raise _Fault(-501, "Parameter that is supposed to be integer is not")
     return value
 
 
@@ -613,17 +670,25 @@ class OneHandler:
         try:
             method, params = _parse_call(request.body)
             if method not in self._methods:
-                raise _Fault(-506, "Requested method '%s' does not exist" % method)
+                raise _Fault(-506, "Method '%s' not defined" % method)
             label, function = self._methods[method]
-            if not params:
-                raise _Fault(-501, "Not enough parameters")
-            uid = self.pool.uids.get(request.user or "")
-            result = function(label, uid, request.user or "", params)
+            user = proxy_user_name(request.user or "")
+            uid = self.pool.uids.get(user)
+            if uid is None:  # Request::execute: before any parameter is read
+                result = self._failure(label, AUTHENTICATION,
+                                       "User couldn't be authenticated, aborting call.")
+            else:
+                result = function(label, uid, user, params)
         except _Fault as fault:
             body = xmlrpc.client.dumps(xmlrpc.client.Fault(fault.code, fault.message),
                                        methodresponse=True, encoding="utf-8")
             return Response(200, body.encode("utf-8", "surrogateescape"), "text/xml")
         return _answer(result)
+
+    def injected_error(self, request: Request) -> Response:
+        """What the fault kind ``one-error`` answers: ONE's INTERNAL failure triple."""
+        label = rpc_method_name(request.body) or "one"
+        return _answer([False, "[%s] Internal error injected by the local cloud" % label, INTERNAL])
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -631,76 +696,75 @@ class OneHandler:
     def _failure(label: str, code: int, message: str) -> list:
         return [False, "[%s] %s" % (label, message), code]
 
-    def _unauthenticated(self, label: str) -> list:
-        return self._failure(label, AUTHENTICATION, "User couldn't be authenticated, aborting call.")
+    def _missing(self, label: str, vm_id: int) -> list:
+        """``Request::get_error``: NO_EXISTS, naming the VM (or "Pool." for -1)."""
+        where = " Pool." if vm_id == -1 else " [%d]." % vm_id
+        return self._failure(label, NO_EXISTS, "Error getting virtual machine" + where)
+
+    def _not_authorized(self, label: str, uid: int, operation: str, vm_id: int) -> list:
+        """``authorization_error`` with the ACL manager's text (no id for a negative one)."""
+        target = " [%d]" % vm_id if vm_id >= 0 else ""
+        return self._failure(label, AUTHORIZATION, "User [%d] : Not authorized to perform %s VM%s."
+                             % (uid, operation, target))
 
     def _vm_for(self, label: str, uid: int, vm_id: int, operation: str):
-        """ONE's NO_EXISTS / AUTHORIZATION checks; returns a VM or a failure triple."""
+        """``basic_authorization`` / ``vm_authorization``, then the lookup: a VM, or a
+        failure triple. A non-admin asking for a negative id is refused the pool itself
+        (``vm.info``) or told it does not exist (``vm.action``)."""
+        if uid != 0 and vm_id < 0 and operation == "USE":
+            return None, self._not_authorized(label, uid, operation, vm_id)
         vm = self.pool.get(vm_id)
         if vm is None:
-            where = "" if vm_id == -1 else " [%d]" % vm_id
-            return None, self._failure(label, NO_EXISTS, "Error getting virtual machine%s." % where)
+            return None, self._missing(label, vm_id)
         if uid != 0 and vm.uid != uid:
-            return None, self._failure(
-                label, AUTHORIZATION,
-                "User [%d] : Not authorized to perform %s VM [%d]." % (uid, operation, vm_id))
+            return None, self._not_authorized(label, uid, operation, vm_id)
         return vm, None
 
     # -- methods -----------------------------------------------------------------------
 
-    def _allocate(self, label: str, uid: Optional[int], user: str, params: tuple) -> list:
+    def _allocate(self, label: str, uid: int, user: str, params: tuple) -> list:
         text = _str_param(params, 1)
-        if uid is None:
-            return self._unauthenticated(label)
-        prefix = "Error allocating a new virtual machine."
         try:
             attrs = parse(text)
-        except TemplateError as exc:
-            return self._failure(label, INTERNAL, "%s Parse error: %s" % (prefix, exc))
-        if uid != 0:
-            for name, value in attrs:
-                if name == "NIC" and isinstance(value, list) and any(s == "VLAN_ID" for s, _ in value):
-                    return self._failure(label, AUTHORIZATION,
-                                         "User [%d] : VM Template includes a restricted "
-                                         "attribute NIC/VLAN_ID." % uid)
-        try:
             oid = self.pool.allocate(uid, user, attrs)
-        except AllocationError as exc:
-            return self._failure(label, INTERNAL, "%s %s" % (prefix, exc))
+        except (TemplateError, AllocationError) as exc:
+            detail = ("Parse error: %s" % exc) if isinstance(exc, TemplateError) else str(exc)
+            # Request::allocate_error: no detail, no trailing blank
+            return self._failure(label, INTERNAL, " ".join(
+                filter(None, ("Error allocating a new virtual machine.", detail))))
         return [True, oid, SUCCESS]
 
-    def _info(self, label: str, uid: Optional[int], user: str, params: tuple) -> list:
+    def _info(self, label: str, uid: int, user: str, params: tuple) -> list:
         vm_id = _int_param(params, 1)
-        if uid is None:
-            return self._unauthenticated(label)
         vm, failure = self._vm_for(label, uid, vm_id, "USE")
         if failure:
             return failure
         return [True, self.pool.info_xml(vm), SUCCESS]
 
-    def _pool_info(self, label: str, uid: Optional[int], user: str, params: tuple) -> list:
+    def _pool_info(self, label: str, uid: int, user: str, params: tuple) -> list:
         filter_flag = _int_param(params, 1)
         start, end, state = (_int_param(params, i) for i in (2, 3, 4))
-        if uid is None:
-            return self._unauthenticated(label)
         if state < -2 or state > lc.FAILED:
             return self._failure(label, XML_RPC_API, "Incorrect filter_flag, state")
         if filter_flag < -3:
             return self._failure(label, XML_RPC_API, "Incorrect filter_flag")
         return [True, self.pool.select(uid, filter_flag, start, end, state), SUCCESS]
 
-    def _action(self, label: str, uid: Optional[int], user: str, params: tuple) -> list:
+    def _action(self, label: str, uid: int, user: str, params: tuple) -> list:
         name = _str_param(params, 1)
         vm_id = _int_param(params, 2)
-        if uid is None:
-            return self._unauthenticated(label)
+        lifecycle = self.pool.lifecycle
         with self.pool.batch():
-            vm, failure = self._vm_for(label, uid, vm_id, "MANAGE")
-            if failure:
-                return failure
-            rc = self.pool.lifecycle.action(vm, name)
+            vm = self.pool.get(vm_id)
+            if uid != 0:  # vm_authorization first, then the action
+                vm, failure = self._vm_for(label, uid, vm_id, "MANAGE")
+                if failure:
+                    return failure
+            if not lifecycle.knows(name):
+                return self._failure(label, INTERNAL, "Internal error. Action result not defined")
+            if vm is None:
+                return self._missing(label, vm_id)
+            rc = lifecycle.action(vm, name)
         if rc == lc.WRONG_STATE:
             return self._failure(label, ACTION, "Wrong state to perform action")
-        if rc == lc.NOT_SUPPORTED:
-            return self._failure(label, ACTION, "Virtual machine action not supported")
         return [True, vm_id, SUCCESS]

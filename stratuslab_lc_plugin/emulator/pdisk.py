@@ -18,21 +18,29 @@ path                              methods              what
                                                        ``<uuid>_<vm id>``)
 ================================  ===================  ==================================
 
-Every JSON value is a string (``size`` and ``count`` too), keys in the order of the
-server's FreeMarker templates; errors are ``{"message": ..., "code": <int>}``.
-Devices are allocated per VM from ``vdz`` downwards, the first free letter first;
-``register_only`` mounts are bookkeeping only and get the target ``static``.
+Every JSON value is a string, keys in the order of the server's FreeMarker templates;
+errors are ``{"message": ..., "code": <int>}``. The templates print ``size`` and ``count``
+with ``${...}`` and no ``?c``, so FreeMarker formats them for the server's locale: an
+en-US site (the default here, ``locale=``) answers ``"1,024"``, a French one ``"1 024"``
+with a no-break space (:func:`freemarker_number`). Devices are allocated per VM from
+``vdz`` downwards, the first free letter first; ``register_only`` mounts are bookkeeping
+only and get the target ``static``.
 
 State lives in the shared :class:`~.store.Store` (tables ``pdisk_disks`` and
 ``pdisk_mounts``); each request runs in one store transaction, so concurrent requests
 never see half an operation nor get the same device twice.
 
-Choices where the spec gives no exact text (see the tests): 403 messages are
-"insufficient rights to <view|update|delete|attach|detach> disk (<uuid>)"; an
-unknown mount is a 404 with Restlet's default description; a bad ``visibility`` is
-400 "invalid visibility: <value>"; a non-integer size is 400 "Error parsing size:
-For input string: \"<value>\"" (Java's message). The copy-on-write ``POST /disks/{uuid}``,
-uploads, ``/turl`` and ``/instances`` are not emulated.
+Checks and texts follow pdisk 14.06's resources (spec section 8): every method on
+``/disks/{uuid}`` first needs the right to view the disk (``DiskResource.doInit``: 404,
+then 403 "insufficient access rights to view disk (<uuid>)"); delete then needs the owner
+or the service user, while an update does not (its rights check is ignored); create and
+update read the same form fields (``processWebForm``: a size ``Long.parseLong`` refuses,
+``visibility`` through ``valueOf``, an unknown ``type`` is an uncaught exception, a 500);
+attaching checks "no free devices" before the rights; listing mounts checks no rights and
+orders them by device; an unknown mount is a 404 with Restlet's default description, and
+so is (unlike pdisk, which removes it) a mount of another disk than the path's.
+The copy-on-write ``POST /disks/{uuid}``, uploads, ``/turl`` and ``/instances`` are not
+emulated.
 """
 
 from __future__ import annotations
@@ -44,11 +52,10 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Union
 
-from .marketplace import RESTLET_DESCRIPTIONS
 from .store import Store
-from .web import Request, Response
+from .web import RESTLET_DESCRIPTIONS, Request, Response
 
-__all__ = ["PdiskHandler", "Mount", "DISK_TYPES"]
+__all__ = ["PdiskHandler", "Mount", "DISK_TYPES", "freemarker_number", "DEFAULT_LOCALE"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pdisk_disks (
@@ -82,8 +89,14 @@ _VISIBILITIES = ("PRIVATE", "PUBLIC")
 _STATIC_TARGET = "static"
 _DEVICES = tuple("vd" + chr(c) for c in range(ord("z"), ord("a") - 1, -1))  # vdz ... vda
 _MAX_SIZE = 1024
-_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+_JAVA_LONG = re.compile(r"[+-]?[0-9]+")
 _JSON_TYPE = "application/json; charset=UTF-8"
+_VISIBILITY_ENUM = "eu.stratuslab.storage.disk.resources.BaseResource.DiskVisibility"
+# The grouping separator of Java's number format per locale (FreeMarker's "number");
+# "computer" is FreeMarker's ?c: no grouping.
+_GROUPING = {"en": ",", "fr": "\u00a0", "de": ".", "de_CH": "'", "it": ".", "es": ".",
+             "nl": ".", "pt": ".", "ru": "\u00a0", "pl": "\u00a0", "computer": ""}
+DEFAULT_LOCALE = "en_US"
 
 _ROUTES = (
     (re.compile(r"/disks/?"), "disks", ("GET", "POST")),
@@ -120,26 +133,44 @@ def _json(status: int, document: object) -> Response:
     return Response(status, json.dumps(document).encode("utf-8"), _JSON_TYPE)
 
 
-def _java_int(text: str) -> int:
-    """``Integer.parseInt`` semantics, with Java's error text."""
-    if not _JAVA_INT.fullmatch(text) or not -2 ** 31 <= int(text) < 2 ** 31:
+def _java_long(text: str) -> int:
+    """``Long.parseLong`` semantics, with Java's error text."""
+    if not _JAVA_LONG.fullmatch(text) or not -2 ** 63 <= int(text) < 2 ** 63:
         raise ValueError(f'For input string: "{text}"')
     return int(text)
 
 
-def _visibility(text: str) -> str:
-    value = text.strip().upper()
-    if value not in _VISIBILITIES:
-        raise _Refusal(400, f"invalid visibility: {text}")
-    return value
+def _grouping(locale: str) -> str:
+    """The grouping separator for a locale name (``en_US``, ``fr-FR``, ``de_CH``...)."""
+    name = locale.replace("-", "_")
+    for key in (name, name.split("_")[0].lower()):
+        if key in _GROUPING:
+            return _GROUPING[key]
+    raise ValueError("unknown locale %r for pdisk's numbers (known: %s)"
+                     % (locale, ", ".join(sorted(_GROUPING))))
+
+
+def freemarker_number(value: int, locale: str = DEFAULT_LOCALE) -> str:
+    """``${value}`` as FreeMarker prints an integer for ``locale`` (grouped by thousands)."""
+    separator = _grouping(locale)
+    digits = str(abs(value))
+    groups = []
+    while len(digits) > 3:
+        digits, tail = digits[:-3], digits[-3:]
+        groups.insert(0, tail)
+    text = separator.join([digits] + groups)
+    return "-" + text if value < 0 else text
 
 
 class PdiskHandler:
     """The pdisk REST/JSON service over the shared store."""
 
-    def __init__(self, store: Store, service_user: str = "pdisk") -> None:
+    def __init__(self, store: Store, service_user: str = "pdisk",
+                 locale: str = DEFAULT_LOCALE) -> None:
         self.store = store
         self.service_user = service_user
+        _grouping(locale)  # fail early on an unknown locale
+        self.locale = locale
         store.ensure_schema(_SCHEMA)
 
     # --- API for the rest of the local cloud ----------------------------------------
@@ -205,52 +236,63 @@ class PdiskHandler:
         return _json(200, [self._summary(db, row) for row in rows])
 
     def _disks_post(self, db, request: Request) -> Response:
-        form = request.form
-        try:
-            size = _java_int(form["size"]) if "size" in form else -1
-        except ValueError as exc:
-            raise _Refusal(400, f"Error parsing size: {exc}") from None
-        if not 1 <= size <= _MAX_SIZE:
+        disk = {"owner": request.user, "tag": "", "size": -1, "visibility": "PRIVATE",
+                "type": "DATA_IMAGE_RAW_READ_WRITE", "identifier": "", "quarantine": ""}
+        disk.update(self._form_fields(request.form))
+        # DiskBaseResource.validateNewDisk
+        if disk["identifier"] and db.execute("SELECT 1 FROM pdisk_disks WHERE identifier = ?",
+                                             (disk["identifier"],)).fetchone():
+            raise _Refusal(403, "Disk already registered")
+        if not 1 <= disk["size"] <= _MAX_SIZE:
             raise _Refusal(400, f"Size must be an integer between 1 and {_MAX_SIZE}")
-        visibility = _visibility(form.get("visibility", "private"))
         disk_uuid = str(uuidlib.uuid4())
-        db.execute("INSERT INTO pdisk_disks (uuid, owner, tag, size, visibility, type, created)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (disk_uuid, request.user, form.get("tag", ""), size, visibility,
-                    "DATA_IMAGE_RAW_READ_WRITE", time.time()))
+        db.execute("INSERT INTO pdisk_disks (uuid, owner, tag, size, visibility, type, identifier,"
+                   " quarantine, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (disk_uuid, disk["owner"], disk["tag"], disk["size"], disk["visibility"],
+                    disk["type"], disk["identifier"], disk["quarantine"], time.time()))
         return _json(201, {"uuid": disk_uuid})
+
+    @staticmethod
+    def _form_fields(form: Mapping[str, str]) -> Dict[str, Union[str, int]]:
+        """``DiskBaseResource.processWebForm``: the disk fields a create or update sets."""
+        fields: Dict[str, Union[str, int]] = {}
+        if "size" in form:
+            try:
+                fields["size"] = _java_long(form["size"])
+            except ValueError as exc:
+                raise _Refusal(400, f"Error parsing size: {exc}") from None
+        if "visibility" in form:
+            value = form["visibility"].upper()
+            if value not in _VISIBILITIES:
+                raise _Refusal(400, "Invalid value for form element visibility: No enum "
+                                    f"constant {_VISIBILITY_ENUM}.{value}")
+            fields["visibility"] = value
+        for name in ("tag", "owner", "quarantine", "identifier"):
+            if name in form:
+                fields[name] = form[name]
+        if "type" in form:
+            if form["type"] not in DISK_TYPES:  # DiskType.valueOf, exception not caught
+                raise _Refusal(500, RESTLET_DESCRIPTIONS[500])
+            fields["type"] = form["type"]
+        return fields
 
     # --- /disks/{uuid} --------------------------------------------------------------
 
     def _disk_get(self, db, request: Request, disk_uuid: str) -> Response:
-        row = self._disk(db, disk_uuid)
-        self._require(self._may_view(row, request.user), "view", disk_uuid)
-        return _json(200, self._detail(db, row))
+        return _json(200, self._detail(db, self._viewable(db, disk_uuid, request.user)))
 
     def _disk_put(self, db, request: Request, disk_uuid: str) -> Response:
-        row = self._disk(db, disk_uuid)
-        self._require(self._may_change(row, request.user), "update", disk_uuid)
-        form = request.form
-        changes: Dict[str, str] = {}
-        for name in ("tag", "identifier", "quarantine"):
-            if name in form:
-                changes[name] = form[name]
-        if "visibility" in form:
-            changes["visibility"] = _visibility(form["visibility"])
-        if form.get("owner"):
-            changes["owner"] = form["owner"]
-        if "type" in form:
-            if form["type"].upper() not in DISK_TYPES:
-                raise _Refusal(400, f"invalid disk type: {form['type']}")
-            changes["type"] = form["type"].upper()
-        # Columns come from the fixed names above, never from the request.
-        for column, value in changes.items():
+        self._viewable(db, disk_uuid, request.user)
+        # DiskResource.update calls hasSufficientRightsToEdit and ignores its answer.
+        for column, value in self._form_fields(request.form).items():
+            # Columns come from the fixed names of _form_fields, never from the request.
             db.execute(f"UPDATE pdisk_disks SET {column} = ? WHERE uuid = ?", (value, disk_uuid))
         return _json(200, self._detail(db, self._disk(db, disk_uuid)))
 
     def _disk_delete(self, db, request: Request, disk_uuid: str) -> Response:
-        row = self._disk(db, disk_uuid)
-        self._require(self._may_change(row, request.user), "delete", disk_uuid)
+        row = self._viewable(db, disk_uuid, request.user)
+        if not self._may_change(row, request.user):
+            raise _Refusal(403, f"insufficient rights to delete disk ({disk_uuid})")
         if self._count(db, disk_uuid):
             raise _Refusal(409, f"disk ({disk_uuid}) is in use and can't be deleted")
         db.execute("DELETE FROM pdisk_disks WHERE uuid = ?", (disk_uuid,))
@@ -259,34 +301,32 @@ class PdiskHandler:
     # --- /disks/{uuid}/mounts -------------------------------------------------------
 
     def _mounts_get(self, db, request: Request, disk_uuid: str) -> Response:
-        row = self._disk(db, disk_uuid)
-        self._require(self._may_view(row, request.user), "view", disk_uuid)
+        self._known(db, disk_uuid)  # MountsResource checks no rights
         mounts = db.execute("SELECT vm_id, target FROM pdisk_mounts WHERE disk_uuid = ? "
-                            "ORDER BY created, rowid", (disk_uuid,)).fetchall()
+                            "ORDER BY target", (disk_uuid,)).fetchall()
         return _json(200, [{"vmId": vm, "device": target} for vm, target in mounts])
 
     def _mounts_post(self, db, request: Request, disk_uuid: str) -> Response:
-        row = self._find(db, disk_uuid)
-        if row is None:
-            raise _Refusal(404, f"Unknown disk: {disk_uuid}")
+        row = self._known(db, disk_uuid)
         node = request.form.get("node", "")
         vm_id = request.form.get("vm_id", "")
         if not node:
             raise _Refusal(400, "missing node attribute")
         if not vm_id:
             raise _Refusal(400, "missing vm_id attribute")
-        self._require(self._may_view(row, request.user), "attach", disk_uuid)
-        if db.execute("SELECT 1 FROM pdisk_mounts WHERE disk_uuid = ? AND vm_id = ?",
-                      (disk_uuid, vm_id)).fetchone():
-            raise _Refusal(403, f"Mount already exists for: {disk_uuid}_{vm_id}")
         if request.form.get("register_only", "").lower() == "true":
             target = _STATIC_TARGET
-        else:
+        else:  # Instance.nextDiskTarget, before any rights are checked
             used = {t for (t,) in db.execute(
                 "SELECT target FROM pdisk_mounts WHERE vm_id = ?", (vm_id,))}
             target = next((d for d in _DEVICES if d not in used), None)
             if target is None:
                 raise _Refusal(409, "no free devices available")
+        if not self._may_view(row, request.user):
+            raise _Refusal(403, "Not enough rights to attach disk")
+        if db.execute("SELECT 1 FROM pdisk_mounts WHERE disk_uuid = ? AND vm_id = ?",
+                      (disk_uuid, vm_id)).fetchone():
+            raise _Refusal(403, f"Mount already exists for: {vm_id} and {disk_uuid}")
         db.execute("INSERT INTO pdisk_mounts (disk_uuid, vm_id, node, target, created) "
                    "VALUES (?, ?, ?, ?, ?)", (disk_uuid, vm_id, node, target, time.time()))
         return _json(200, {"node": node, "vm_id": vm_id, "target": target, "uuid": [disk_uuid]})
@@ -295,15 +335,22 @@ class PdiskHandler:
 
     def _mount_get(self, db, request: Request, disk_uuid: str, mount_id: str) -> Response:
         row = self._disk(db, disk_uuid)
-        self._require(self._may_view(row, request.user), "view", disk_uuid)
-        return _json(200, self._mount_document(self._mount(db, disk_uuid, mount_id)))
+        self._require_view(row, request.user, disk_uuid)
+        return _json(200, self._mount_document(self._mount(db, mount_id)))
 
     def _mount_delete(self, db, request: Request, disk_uuid: str, mount_id: str) -> Response:
-        row = self._disk(db, disk_uuid)
-        self._require(self._may_view(row, request.user), "detach", disk_uuid)
-        mount = self._mount(db, disk_uuid, mount_id)
+        mount = self._mount(db, mount_id)  # MountResource.doInit looks the mount up first
+        row = self._find(db, disk_uuid)
+        if row is None:
+            raise _Refusal(404, f"unknown disk: {disk_uuid}")
+        if not self._may_view(row, request.user):
+            raise _Refusal(403, "insufficient rights to detach disk")
+        if mount.disk_uuid != disk_uuid:
+            # pdisk 14.06 would remove that other disk's mount (answering "static"):
+            # refused here instead.
+            raise _Refusal(404, RESTLET_DESCRIPTIONS[404])
         db.execute("DELETE FROM pdisk_mounts WHERE disk_uuid = ? AND vm_id = ?",
-                   (disk_uuid, mount.vm_id))
+                   (mount.disk_uuid, mount.vm_id))
         return _json(200, self._mount_document(mount))
 
     @staticmethod
@@ -323,11 +370,28 @@ class PdiskHandler:
             raise _Refusal(404, f"disk ({disk_uuid}) does not exist")
         return row
 
+    def _viewable(self, db, disk_uuid: str, user: str) -> Mapping:
+        """``DiskResource.doInit``, for every method on ``/disks/{uuid}``."""
+        row = self._disk(db, disk_uuid)
+        self._require_view(row, user, disk_uuid)
+        return row
+
+    def _require_view(self, row: Mapping, user: str, disk_uuid: str) -> None:
+        if not self._may_view(row, user):
+            raise _Refusal(403, f"insufficient access rights to view disk ({disk_uuid})")
+
+    def _known(self, db, disk_uuid: str) -> Mapping:
+        """``MountsResource.doInit``: the disk must exist, whoever asks."""
+        row = self._find(db, disk_uuid)
+        if row is None:
+            raise _Refusal(404, f"Unknown disk: {disk_uuid}")
+        return row
+
     @staticmethod
-    def _mount(db, disk_uuid: str, mount_id: str) -> Mount:
-        prefix = disk_uuid + "_"
-        vm_id = mount_id[len(prefix):] if mount_id.startswith(prefix) else None
-        row = vm_id and db.execute(
+    def _mount(db, mount_id: str) -> Mount:
+        """The mount with that id (``<disk uuid>_<vm id>``), whatever disk the path names."""
+        disk_uuid, sep, vm_id = mount_id.partition("_")
+        row = sep and db.execute(
             "SELECT disk_uuid, vm_id, node, target FROM pdisk_mounts "
             "WHERE disk_uuid = ? AND vm_id = ?", (disk_uuid, vm_id)).fetchone()
         if not row:
@@ -341,11 +405,6 @@ class PdiskHandler:
         return user == row["owner"] or user == self.service_user
 
     @staticmethod
-    def _require(allowed: bool, action: str, disk_uuid: str) -> None:
-        if not allowed:
-            raise _Refusal(403, f"insufficient rights to {action} disk ({disk_uuid})")
-
-    @staticmethod
     def _count(db, disk_uuid: str) -> int:
         return db.execute("SELECT COUNT(*) FROM pdisk_mounts WHERE disk_uuid = ?",
                           (disk_uuid,)).fetchone()[0]
@@ -355,19 +414,21 @@ class PdiskHandler:
         document = {"uuid": row["uuid"], "tag": row["tag"]}
         if row["quarantine"]:
             document["quarantine"] = row["quarantine"]
-        document["count"] = str(self._count(db, row["uuid"]))
+        document["count"] = freemarker_number(self._count(db, row["uuid"]), self.locale)
         document["owner"] = row["owner"]
         if row["identifier"]:
             document["identifier"] = row["identifier"]
-        document["size"] = str(row["size"])
+        document["size"] = freemarker_number(row["size"], self.locale)
         return document
 
     def _detail(self, db, row: Mapping) -> Dict[str, str]:
         """One disk (json/disk.ftl key order)."""
         document = {"uuid": row["uuid"], "tag": row["tag"],
-                    "count": str(self._count(db, row["uuid"])), "owner": row["owner"]}
+                    "count": freemarker_number(self._count(db, row["uuid"]), self.locale),
+                    "owner": row["owner"]}
         for optional in ("identifier", "quarantine"):
             if row[optional]:
                 document[optional] = row[optional]
-        document.update(size=str(row["size"]), type=row["type"], visibility=row["visibility"])
+        document.update(size=freemarker_number(row["size"], self.locale), type=row["type"],
+                        visibility=row["visibility"])
         return document

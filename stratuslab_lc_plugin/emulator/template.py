@@ -4,7 +4,10 @@ A real site rejects or mangles some templates in ways a driver author must see l
 so this mirrors ONE 3.2's flex lexer (``template_parser.l``) and bison grammar
 (``template_syntax.y``) rule by rule rather than "parsing something similar":
 
-- attribute names (``[A-Za-z0-9_]+``) are upper-cased, values keep their case;
+- an empty template, or one of blanks and comments only, is valid (no attribute);
+- attribute names (``[A-Za-z0-9_]+``) are upper-cased, values keep their case; a
+  top-level name not starting with a letter, or starting with ``XML`` as written, gets a
+  ``ONE_`` prefix (``Attribute.h``: names must be XML element names);
 - a value is a double-quoted string of at least one character (newlines and ``\\"``
   allowed) or a bare token without blanks, ``=``, ``#``, ``,``, ``[``, ``]``; the lexer
   takes the longest match, so ``""`` is the two-character bare value ``""``;
@@ -13,9 +16,12 @@ so this mirrors ONE 3.2's flex lexer (``template_parser.l``) and bison grammar
 - ``#`` comments up to the end of a line; characters no rule matches are skipped
   (flex's default rule), which is what makes some odd templates parse anyway;
 - errors read like bison's: ``syntax error, unexpected X, expecting Y at line L,
-  columns A:B`` (columns count bytes from the start of the text, like ONE's lexer).
+  columns A:B`` (columns count bytes from the start of the text, like ONE's lexer). Bison
+  detects an error after its default reductions, so where a template could end (at the
+  start, after a whole attribute) the only token expected is ``$end``.
 
-XML templates (text starting with ``<``) are accepted too, as ONE 3.2 does.
+ONE 3.2 has no XML templates (they came with 3.4): text starting with ``<`` goes through
+the same rules and fails like any other syntax error.
 """
 
 from __future__ import annotations
@@ -92,6 +98,16 @@ def _name(raw: bytes) -> str:
     return raw.decode("ascii").upper()
 
 
+def _attribute_name(raw: bytes) -> str:
+    """``Attribute::Attribute``: upper case, and ``ONE_`` before a name that would not be
+    an XML element name (the test is on the name as written)."""
+    written = raw.decode("ascii")
+    name = written.upper()
+    if not written[:1].isalpha() or written.startswith("XML"):
+        name = "ONE_" + name
+    return name
+
+
 def _error(kind: str, expected: List[str], line: int, first: int, last: int) -> TemplateError:
     msg = "syntax error, unexpected " + kind
     if expected:
@@ -105,20 +121,18 @@ def parse(text: str) -> List[Attribute]:
     A vector value is a list of ``(SUB, value)`` pairs in submission order, without
     repeated names (the first occurrence wins). Raises :class:`TemplateError`.
     """
-    if text[:1] == "<":
-        return _parse_xml(text)
     data = text.encode("utf-8", "surrogateescape")
     attrs: List[Attribute] = []
-    state, name, sub = "start", "", ""
+    state, name, sub = "template", "", ""
     vector: Vector = []
     for kind, raw, line, first, last in _tokens(data):
-        if state in ("start", "template"):
+        if state == "template":
             if kind == "VARIABLE":
-                name, state = _name(raw), "name"
+                name, state = _attribute_name(raw), "name"
                 continue
-            if kind == "$end" and state == "template":
+            if kind == "$end":
                 return attrs
-            expected = ["VARIABLE"] + (["$end"] if state == "template" else [])
+            expected = ["$end"]  # after bison's default reduction to template_file
         elif state == "name":
             if kind == "EQUAL":
                 state = "equal"
@@ -165,27 +179,3 @@ def parse(text: str) -> List[Attribute]:
             expected = ["COMMA", "CBRACKET"]
         raise _error(kind, expected, line, first, last)
     raise AssertionError("unreachable: the token stream always ends with $end")
-
-
-def _parse_xml(text: str) -> List[Attribute]:
-    """ONE's ``Template::from_xml``: children with text are single attributes, children
-    with element children are vectors (a repeated sub-element replaces the earlier one)."""
-    from defusedxml import ElementTree
-
-    try:
-        root = ElementTree.fromstring(text.encode("utf-8", "surrogateescape"))
-    except Exception as exc:  # defusedxml raises several unrelated types
-        raise TemplateError("XML Template malformed.") from exc
-    attrs: List[Attribute] = []
-    for child in root:
-        elements = list(child)
-        if not elements:
-            if child.text is not None:
-                attrs.append((child.tag.upper(), child.text))
-            continue
-        subs = {}
-        for element in elements:
-            if element.text is not None:
-                subs[element.tag.upper()] = element.text
-        attrs.append((child.tag.upper(), list(subs.items())))
-    return attrs

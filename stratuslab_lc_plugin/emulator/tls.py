@@ -14,31 +14,18 @@ import datetime
 import ipaddress
 import os
 import re
-from typing import Optional, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateAuthority", "write_private"]
+from .statedir import private_dir, write_private
+
+__all__ = ["CertificateAuthority"]
 
 _VALIDITY = datetime.timedelta(days=3650)
-
-
-def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write a file atomically (temp file + rename) with restrictive permissions."""
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _key_pem(key) -> bytes:
@@ -60,7 +47,7 @@ class CertificateAuthority:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        private_dir(directory)
         self.ca_path = os.path.join(directory, "ca.pem")
         self.ca_key_path = os.path.join(directory, "ca-key.pem")
         self.server_cert_path = os.path.join(directory, "server.pem")
@@ -89,7 +76,7 @@ class CertificateAuthority:
                                critical=False)
                 .sign(key, hashes.SHA256()))
         write_private(self.ca_key_path, _key_pem(key))
-        write_private(self.ca_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(self.ca_path, cert.public_bytes(serialization.Encoding.PEM))
         # A new CA invalidates every certificate issued by an earlier one.
         for stale in (self.server_cert_path, self.server_key_path):
             if os.path.exists(stale):
@@ -109,7 +96,8 @@ class CertificateAuthority:
             return None
         return cert, key
 
-    def _issue(self, common_name: str, server: bool, cert_path: str, key_path: str) -> None:
+    def _issue(self, common_name: str, server: bool, cert_path: str, key_path: str,
+               addresses: Sequence[str] = ()) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         builder = (x509.CertificateBuilder()
@@ -123,30 +111,32 @@ class CertificateAuthority:
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                        self._ca_key.public_key()), critical=False))
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.DNSName("localhost"),
-            ]), critical=False).add_extension(
+            names = [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", *addresses)]
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                names + [x509.DNSName("localhost")]), critical=False).add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         else:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         cert = builder.sign(self._ca_key, hashes.SHA256())
         write_private(key_path, _key_pem(key))
-        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
     # -- public API ------------------------------------------------------------------------
 
-    def server_pair(self) -> Tuple[str, str]:
-        """(certificate path, key path) of the server certificate, issued when missing."""
-        if self._load_pair(self.server_cert_path, self.server_key_path) is None:
-            self._issue("localhost", True, self.server_cert_path, self.server_key_path)
+    def server_pair(self, addresses: Iterable[str] = ()) -> Tuple[str, str]:
+        """(certificate path, key path) of the server certificate for ``127.0.0.1``,
+        ``localhost`` and ``addresses``, issued when missing or not naming them all."""
+        wanted = sorted({str(ipaddress.ip_address(a)) for a in addresses} - {"127.0.0.1"})
+        pair = self._load_pair(self.server_cert_path, self.server_key_path)
+        if pair is None or not set(wanted) <= _ip_names(pair[0]):
+            self._issue("localhost", True, self.server_cert_path, self.server_key_path, wanted)
         return self.server_cert_path, self.server_key_path
 
     def client_pair(self, user: str) -> Tuple[str, str]:
         """(certificate path, key path) for ``user`` (CN = user name), issued when missing."""
         users_dir = os.path.join(self.directory, "users")
-        os.makedirs(users_dir, mode=0o700, exist_ok=True)
+        private_dir(users_dir)
         stem = user if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user) and not user.startswith(".") \
             else "u-" + user.encode("utf-8").hex()[:120]
         cert_path = os.path.join(users_dir, stem + ".pem")
@@ -159,6 +149,14 @@ class CertificateAuthority:
     def ca_pem(self) -> bytes:
         """The CA certificate in PEM form (what clients trust)."""
         return self._ca_cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _ip_names(cert: x509.Certificate) -> set:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(a) for a in names.get_values_for_type(x509.IPAddress)}
 
 
 def common_name(cert: x509.Certificate) -> Optional[str]:

@@ -30,13 +30,15 @@ from setuptools.command.build_py import build_py as _build_py
 
 STARTUP_NAME = "stratuslab_lc_plugin"
 
+# Importing the package is the hook (see its docstring): one module load, nothing else.
 # A plain import line: the package is importable whenever pip installed this file with it.
-# (Wrapping it in exec("try: ...") to survive a deleted editable checkout measured about
-# 0.2 ms more per interpreter start; in that broken case site reports the line and goes on.)
-PTH_LINE = "import stratuslab_lc_plugin.autoload as _stratuslab_autoload; _stratuslab_autoload.install()\n"
+# (Wrapping it in exec("try: ...") to survive a deleted editable checkout costs a compile
+# at every interpreter start; in that broken case site reports the line and goes on.)
+PTH_LINE = "import stratuslab_lc_plugin\n"
 # PEP 829: one ``pkg.module:callable`` per line, called without arguments. Its presence
-# makes Python 3.15+ ignore the import line of the .pth file of the same name.
-START_LINE = "stratuslab_lc_plugin.autoload:install\n"
+# makes Python 3.15+ ignore the import line of the .pth file of the same name. Resolving
+# it imports the package (which installs the hook); the call is then a no-op.
+START_LINE = "stratuslab_lc_plugin:install\n"
 
 
 class build_py(_build_py):

@@ -12,7 +12,7 @@ fills those dicts from the entry-point groups ``libcloud.<type>.drivers``::
 Entry points are listed through stevedore without loading them
 (``ExtensionManager.make_test_instance([], namespace=group).list_entry_points()``; the
 normal constructor would import every plugin), so registering costs a metadata scan, not a
-driver import. The finder that :mod:`stratuslab_lc_plugin.autoload` installs hands each
+driver import. The finder that importing :mod:`stratuslab_lc_plugin` installs hands each
 ``libcloud.<type>.providers`` import to :func:`find_providers_spec`, whose loader wrapper
 calls :func:`register_providers_module` right after the module has executed; tools can call
 :func:`register` and :func:`available_drivers` themselves.
@@ -441,7 +441,7 @@ def register_providers_module(module: Any, driver_type: str) -> list[DriverRecor
     return [d.record for d in decisions]
 
 
-# -- the import hook (called by autoload's finder) ----------------------------------------
+# -- the import hook (called by the package's finder) -------------------------------------
 
 # Modules named libcloud.<type>.providers that are helpers, not provider tables.
 _NOT_A_PROVIDER_TABLE = frozenset(("common",))
@@ -480,10 +480,8 @@ class _RegisteringLoader:
         if spec is not None:
             spec.loader = self._loader
         self._loader.exec_module(module)
-        from stratuslab_lc_plugin.autoload import disabled
-
-        if not disabled():
-            _register_safely(module, self._driver_type)
+        # The finder checked the switch-off variable before wrapping this loader.
+        _register_safely(module, self._driver_type)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -554,7 +552,7 @@ def _with_distributions(records: Iterable[DriverRecord]) -> list[DriverRecord]:
 
 
 def register(types: Optional[Iterable[str]] = None) -> list[DriverRecord]:
-    """Register entry-point drivers now, whatever :data:`autoload.DISABLE_ENV` says.
+    """Register entry-point drivers now, whatever :data:`stratuslab_lc_plugin.DISABLE_ENV` says.
 
     For environments where the interpreter-start hook does not run (``python -S``, frozen
     applications, a disabled hook). ``types`` selects driver types (default: all of

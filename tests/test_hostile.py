@@ -12,6 +12,7 @@ import gzip
 import json
 import time
 import xmlrpc.client
+from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 from libcloud.compute.base import Node
@@ -119,6 +120,32 @@ def test_vm_documents_with_a_dtd_anywhere_in_the_prolog_are_refused(hostile, hdr
     with pytest.raises(ProtocolError) as caught:
         hdriver.list_nodes()
     assert_clear(caught.value, "one.vmpool.info")
+
+
+def _apache_frame(document: str) -> str:
+    """A pool answer as the one-proxy's Apache XML-RPC writes it: the string as a bare <value>."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><methodResponse><params><param><value><array><data>'
+        "<value><boolean>1</boolean></value><value>%s</value><value><i4>0</i4></value>"
+        "</data></array></value></param></params></methodResponse>"
+    ) % xml_escape(document)
+
+
+def test_pool_answers_written_as_the_one_proxy_writes_them_are_read(hostile, hdriver):
+    document = "<VM_POOL><VM><ID>4</ID><NAME>a &lt; b</NAME><STATE>3</STATE><LCM_STATE>3</LCM_STATE></VM></VM_POOL>"
+    hostile.set("one.vmpool.info", _apache_frame(document), Content_Type="text/xml")
+    [node] = hdriver.list_nodes()
+    assert (node.id, node.name, node.state) == ("4", "a < b", "running")
+
+
+@pytest.mark.parametrize("prolog", ["", '<?xml version="1.0"?>'])
+def test_vm_pools_with_a_dtd_in_the_one_proxy_frame_are_refused(hostile, hdriver, prolog):
+    document = prolog + '<!DOCTYPE VM_POOL [<!ENTITY a "EXPANDED">]><VM_POOL><VM><ID>1</ID><NAME>&a;</NAME></VM></VM_POOL>'
+    hostile.set("one.vmpool.info", _apache_frame(document), Content_Type="text/xml")
+    with pytest.raises(ProtocolError) as caught:
+        hdriver.list_nodes()
+    assert_clear(caught.value, "one.vmpool.info")
+    assert "EXPANDED" not in str(caught.value)
 
 
 def test_doctype_text_inside_cdata_is_only_text(hostile, hdriver):

@@ -80,6 +80,10 @@ def imported_at_start(env: venvkit.Venv, *options: str) -> list[str]:
     return names
 
 
+def ours(names: list[str]) -> list[str]:
+    return [n for n in names if n.startswith("stratuslab")]
+
+
 def heavy(names: list[str]) -> list[str]:
     return [n for n in names if any(n == h or n.startswith(h + ".") for h in HEAVY_AT_START)]
 
@@ -163,8 +167,8 @@ def editable(workdir, deps, project) -> venvkit.Venv:
 
 def test_wheel_installs_startup_files_listed_in_record(regular):
     site = regular.site_packages
-    assert (site / "stratuslab_lc_plugin.pth").read_text().startswith("import ")
-    assert (site / "stratuslab_lc_plugin.start").read_text().split() == ["stratuslab_lc_plugin.autoload:install"]
+    assert (site / "stratuslab_lc_plugin.pth").read_text().split("\n") == ["import stratuslab_lc_plugin", ""]
+    assert (site / "stratuslab_lc_plugin.start").read_text().split() == ["stratuslab_lc_plugin:install"]
     assert {"stratuslab_lc_plugin.pth", "stratuslab_lc_plugin.start"} <= set(record_lines(regular))
 
 
@@ -174,8 +178,24 @@ def test_regular_install_three_get_driver_forms_lazily(regular):
 
 def test_interpreter_start_imports_nothing_heavy(regular):
     names = imported_at_start(regular)
-    assert "stratuslab_lc_plugin.autoload" in names  # the .pth line did run
+    assert ours(names) == ["stratuslab_lc_plugin"]  # the .pth line did run, and loaded one module
     assert heavy(names) == []
+
+
+def test_start_file_entry_point_registers(regular, deps):
+    # What Python 3.15's site does with a .start file (PEP 829), where the .pth import
+    # line no longer runs: resolve each entry point with pkgutil and call it.
+    start = regular.site_packages / "stratuslab_lc_plugin.start"
+    paths = [str(regular.site_packages), str(deps)]
+    code = (
+        f"import sys, pkgutil; sys.path[:0] = {paths!r}; "
+        f"[pkgutil.resolve_name(line.strip())() for line in open({str(start)!r}) if line.strip()]; "
+        "mine = sorted(m for m in sys.modules if m.startswith('stratuslab')); "
+        "import libcloud.compute.providers as p; "
+        "print(mine, p.get_driver('stratuslab').__module__)"
+    )
+    proc = regular.python_code(code, "-S")
+    assert proc.stdout.split() == ["['stratuslab_lc_plugin']", "stratuslab_lc_plugin.driver"]
 
 
 def test_python_dash_s_registers_on_package_import(regular, deps):
@@ -355,7 +375,7 @@ def test_editable_install_three_get_driver_forms_lazily(editable, project):
 
 def test_editable_interpreter_start_imports_nothing_heavy(editable):
     names = imported_at_start(editable)
-    assert "stratuslab_lc_plugin.autoload" in names
+    assert "stratuslab_lc_plugin" in names
     assert heavy(names) == []
 
 

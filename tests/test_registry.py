@@ -1,4 +1,4 @@
-"""The registrar's rules and the autoload hook, in-process and in child interpreters.
+"""The registrar's rules and the start-up hook (the package's finder), in-process and in child interpreters.
 
 Registry rules are exercised on a stand-in providers module (a ``DRIVERS`` dict, a
 ``Provider`` class and Libcloud's real ``get_driver``/``set_driver`` helpers) with entry
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from libcloud.common import providers as common
 
-import stratuslab_lc_plugin
-from stratuslab_lc_plugin import autoload, registry
+import stratuslab_lc_plugin as hook
+from stratuslab_lc_plugin import registry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -269,23 +269,23 @@ def test_register_rejects_unknown_types():
         registry.register(["nope"])
 
 
-# -- the autoload hook ---------------------------------------------------------------------
+# -- the start-up hook ----------------------------------------------------------------------
 
 def test_install_is_idempotent_and_can_be_disabled(monkeypatch):
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
-    autoload.uninstall()
-    assert not autoload.installed()
-    assert autoload.install() and autoload.install()
+    hook.uninstall()
+    assert not hook.installed()
+    assert hook.install() and hook.install()
     assert sum(1 for f in sys.meta_path if getattr(f, "_stratuslab_lc_plugin_finder", False)) == 1
     assert getattr(sys.meta_path[0], "_stratuslab_lc_plugin_finder", False)
-    autoload.uninstall()
-    monkeypatch.setenv(autoload.DISABLE_ENV, "1")
-    assert autoload.install() is False
-    assert not autoload.installed()
+    hook.uninstall()
+    monkeypatch.setenv(hook.DISABLE_ENV, "1")
+    assert hook.install() is False
+    assert not hook.installed()
 
 
 def test_finder_only_wraps_provider_tables(monkeypatch):
-    finder = autoload._ProvidersFinder()
+    finder = hook._ProvidersFinder()
     assert finder.find_spec("json") is None
     assert finder.find_spec("libcloud.common.providers") is None
     assert finder.find_spec("libcloud.compute.drivers.ec2") is None
@@ -294,14 +294,14 @@ def test_finder_only_wraps_provider_tables(monkeypatch):
     spec = finder.find_spec("libcloud.dns.providers", libcloud.dns.__path__)
     assert isinstance(spec.loader, registry._RegisteringLoader)
     assert spec.loader.get_filename("libcloud.dns.providers").endswith("providers.py")  # delegation
-    monkeypatch.setenv(autoload.DISABLE_ENV, "1")
+    monkeypatch.setenv(hook.DISABLE_ENV, "1")
     assert finder.find_spec("libcloud.dns.providers", libcloud.dns.__path__) is None
 
 
 def run_child(code: str, env_extra: dict | None = None, path: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` in a new interpreter of the running environment (same sys.path setup)."""
     env = dict(os.environ)
-    env.pop(autoload.DISABLE_ENV, None)
+    env.pop(hook.DISABLE_ENV, None)
     env.update(env_extra or {})
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH", "")]))
@@ -313,7 +313,8 @@ def run_child(code: str, env_extra: dict | None = None, path: Path | None = None
 
 INJECT = """
 import importlib.metadata, sys
-from stratuslab_lc_plugin import autoload, registry
+import stratuslab_lc_plugin as hook
+from stratuslab_lc_plugin import registry
 registry._entry_points = lambda group: (
     [importlib.metadata.EntryPoint("lazyone", "{plugin}:Driver", group)] if group == "libcloud.compute.drivers" else [])
 """
@@ -323,7 +324,7 @@ def test_hook_registers_after_providers_import_without_importing_driver(plugin_d
     code = INJECT.format(plugin=plugin) + textwrap.dedent(
         f"""
         import json
-        autoload.install()
+        hook.install()
         import libcloud.compute.providers as p
         out = dict(entry=list(p.DRIVERS.get("lazyone", ())), before={plugin!r} in sys.modules,
                    loader=type(p.__loader__).__name__, spec_loader=type(p.__spec__.loader).__name__,
@@ -344,20 +345,21 @@ def test_install_after_libcloud_import_registers_at_once(plugin_dir, plugin):
         + INJECT.format(plugin=plugin)
         + "print('lazyone' in p.DRIVERS)\n"
         + "os.environ.pop('STRATUSLAB_LC_PLUGIN_DISABLE')\n"
-        + "autoload.install()\n"
+        + "hook.install()\n"
         + "print('lazyone' in p.DRIVERS, p.get_driver('lazyone').__name__)\n"
     )
-    proc = run_child(code, env_extra={autoload.DISABLE_ENV: "1"}, path=plugin_dir)
+    proc = run_child(code, env_extra={hook.DISABLE_ENV: "1"}, path=plugin_dir)
     assert proc.stdout.split() == ["False", "True", "Driver"]
 
 
 def test_registrar_failure_never_breaks_libcloud_import():
     code = """
-        from stratuslab_lc_plugin import autoload, registry
+        import stratuslab_lc_plugin as hook
+        from stratuslab_lc_plugin import registry
         def boom(module, driver_type):
             raise RuntimeError("registrar exploded")
         registry.register_providers_module = boom
-        autoload.install()
+        hook.install()
         import libcloud.compute.providers as p
         print(p.get_driver("ec2").__name__)
         """
@@ -368,16 +370,32 @@ def test_registrar_failure_never_breaks_libcloud_import():
 
 
 def test_package_import_is_cheap():
+    # What the interpreter-start cost was measured on (bench/startup.py): one module of
+    # ours, nothing heavy, and no module kept in the package's namespace but sys.
     code = """
-        import sys
+        import json, sys, types
+        before = set(sys.modules)
         import stratuslab_lc_plugin
         heavy = [m for m in ("libcloud", "stevedore", "importlib.metadata", "paramiko", "requests", "logging")
                  if m in sys.modules]
-        print(stratuslab_lc_plugin.__version__, heavy)
+        print(json.dumps({
+            "version": stratuslab_lc_plugin.__version__, "heavy": heavy,
+            "loaded": sorted(m for m in set(sys.modules) - before if m.startswith("stratuslab")),
+            "modules_held": sorted(name for name, value in vars(stratuslab_lc_plugin).items()
+                                   if isinstance(value, types.ModuleType)),
+        }))
         """
-    assert run_child(code, env_extra={"PYTHONNOUSERSITE": "1"}).stdout.split() == ["0.1.0", "[]"]
+    # -S: no .pth file has imported the package before the probe looks.
+    paths = [str(Path(hook.__file__).parents[1])] + [p for p in sys.path if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env.pop(hook.DISABLE_ENV, None)
+    proc = subprocess.run([sys.executable, "-S", "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out == {"version": "0.1.0", "heavy": [], "loaded": ["stratuslab_lc_plugin"], "modules_held": ["sys"]}
 
 
 @pytest.mark.skipif(os.environ.get("STRATUSLAB_TEST_INSTALLED") != "1", reason="only where tox installed the package")
 def test_tests_run_against_the_installed_package():
-    assert "site-packages" in Path(stratuslab_lc_plugin.__file__).parts
+    assert "site-packages" in Path(hook.__file__).parts

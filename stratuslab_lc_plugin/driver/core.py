@@ -284,10 +284,11 @@ class DriverCore(NodeDriver):
 
     def _list_location_nodes(self, location: LocationConfig) -> List[Node]:
         """Every node of ``location``, from one ``one.vmpool.info``."""
-        vms = self._services(location).one.vms()
         sizes = self._config.sizes
+        # One pause for reading and converting: the collector then walks the nodes once,
+        # when it resumes, instead of the records in between.
         with gc_paused():
-            return [convert.to_node(vm, location, self, sizes) for vm in vms]
+            return [convert.to_node(vm, location, self, sizes) for vm in self._services(location).one.vms()]
 
     def _fetch_nodes(self, location_id: str, vms: Sequence[int]) -> Dict[int, Node]:
         """The nodes of the VMs ``vms`` of a location that still exist, by VM id."""

@@ -1,8 +1,9 @@
 """The StratusLab Marketplace: image metadata as RDF/XML (spec §3).
 
 The list (``GET /metadata``) is a ``<metadata>`` element wrapping ``rdf:RDF`` entries;
-one image is ``GET /metadata/<id>``. Both are parsed with defusedxml, so entity expansion
-and external entities are refused, into plain :class:`ImageRecord` objects.
+one image is ``GET /metadata/<id>``. Both are parsed by :mod:`~stratuslab_lc_plugin.services.safexml`,
+so entity declarations and external entities are refused, into plain :class:`ImageRecord`
+objects.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from defusedxml import ElementTree
+from xml.etree import ElementTree
+from xml.parsers import expat
+
 from defusedxml.common import DefusedXmlException
 
 from stratuslab_lc_plugin.errors import NotFoundError, ServiceError
+from stratuslab_lc_plugin.services import safexml
 from stratuslab_lc_plugin.services.connection import StratusLabConnection
 
 __all__ = ["MarketplaceClient", "ImageRecord", "newest", "parse_metadata", "IMAGE_ID"]
@@ -105,7 +109,7 @@ class MarketplaceClient:
             )
         try:
             return parse_metadata(response.raw_body)
-        except (ElementTree.ParseError, DefusedXmlException, ValueError) as exc:
+        except (ElementTree.ParseError, expat.ExpatError, DefusedXmlException, ValueError) as exc:
             raise self.connection.protocol_error(
                 operation, "with a document that is not valid metadata: %s" % exc, response.status
             ) from None
@@ -118,7 +122,7 @@ def newest(records: list[ImageRecord]) -> ImageRecord:
 
 def parse_metadata(body: bytes) -> list[ImageRecord]:
     """Parse a ``<metadata>`` list or a bare ``rdf:RDF`` entry."""
-    root = ElementTree.fromstring(body)
+    root = safexml.fromstring(body)
     documents = [root] if root.tag == RDF + "RDF" else root.findall(RDF + "RDF")
     records = []
     for document in documents:
@@ -180,7 +184,7 @@ def _int(value: str) -> Optional[int]:
 def _error_text(body: bytes) -> str:
     """The message of a Marketplace ``<error>`` document, or a short prefix of the body."""
     try:
-        root = ElementTree.fromstring(body)
+        root = safexml.fromstring(body)
         if root.tag == "error":
             return (root.text or "").strip()
     except Exception:  # noqa: BLE001 - not XML: fall back to the text

@@ -510,7 +510,8 @@ class VmPool:
             # ONE removes the attribute before parsing: $TEMPLATE does not show it
             vm.template = [(n, v) for n, v in vm.template if n != name]
             try:
-                parsed = expand(marshall(list(value.items())) if vector else value, resolver)
+                text = marshall(list(value.items())) if isinstance(value, dict) else value
+                parsed = expand(text, resolver)
             except VariableError:
                 raise AllocationError("") from None
             if vector:
@@ -760,6 +761,8 @@ class OneHandler:
                 vm, failure = self._vm_for(label, uid, vm_id, "MANAGE")
                 if failure:
                     return failure
+            if lifecycle is None:
+                raise RuntimeError("the VM pool has no life cycle attached: no action can run")
             if not lifecycle.knows(name):
                 return self._failure(label, INTERNAL, "Internal error. Action result not defined")
             if vm is None:

@@ -40,7 +40,7 @@ import xmlrpc.client
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import lifecycle as lc
 from .store import Store
@@ -195,7 +195,7 @@ class VM:
     deploy_id: str = ""
     memory: int = 0
     cpu: int = 0
-    history: List[Dict[str, Any]] = field(default_factory=list)
+    history: List[lc.HistoryRecord] = field(default_factory=list)
     leases: List[Tuple[int, int]] = field(default_factory=list)   # (network id, ip)
     step: int = 0
     due: Optional[float] = None
@@ -241,7 +241,7 @@ def render_template(template: TemplateList) -> str:
     return "".join(out)
 
 
-def _history_xml(record: Mapping[str, Any]) -> str:
+def _history_xml(record: lc.HistoryRecord) -> str:
     return "<HISTORY>%s</HISTORY>" % "".join(
         "<%s>%s</%s>" % (key, record[key], key) for key in lc.HISTORY_FIELDS)
 

@@ -24,6 +24,7 @@ import requests
 from cryptography import x509
 
 from stratuslab_lc_plugin.emulator import LocalCloud
+from stratuslab_lc_plugin.emulator.faults import FaultSet
 from stratuslab_lc_plugin.emulator.front import Front, Mount, make_server_context
 from stratuslab_lc_plugin.emulator.tls import CertificateAuthority
 from stratuslab_lc_plugin.emulator.web import Request, Response
@@ -334,6 +335,22 @@ def test_handler_exceptions_become_500(front):
         assert response.text == "POST /a u {'k': 'v', 'z': '1'} {'b': ['1', '2']}"
         assert session.post(base + "/echo", data="x" * 101, auth=("u", "p:%"), verify=ca,
                             timeout=10).status_code == 413
+
+
+def test_one_error_fault_on_a_service_without_its_own_error_is_a_500(tmp_path):
+    # Only ONE's handler shapes an injected "one-error"; any other handler mounted as the
+    # "one" service gets a plain 500 rather than a connection dropped mid-request.
+    ca = CertificateAuthority(str(tmp_path / "tls"))
+    server = Front("127.0.0.1", 0, make_server_context(*ca.server_pair(), ca.ca_path),
+                   [Mount("/echo", Echo(), service="one")], check_password=lambda u, p: False,
+                   faults=FaultSet(["one=one-error:1"])).start()
+    try:
+        with requests.Session() as session:
+            url = "https://127.0.0.1:%d/echo/x" % server.port
+            assert session.get(url, verify=ca.ca_path, timeout=10).status_code == 500
+            assert session.get(url, verify=ca.ca_path, timeout=10).text.startswith("GET /x")
+    finally:
+        server.stop()
 
 
 def test_idle_connections_time_out(front):

@@ -218,7 +218,8 @@ class CatalogueEntry:
             el("dcterms:format", self.format),
             el("slterms:disks-bus", self.disks_bus),
             el("dcterms:creator", self.creator),
-            el("dcterms:created", format_time(self.image_created)),
+            # __post_init__ set image_created (to created when not given)
+            el("dcterms:created", format_time(self.image_created or self.created)),
             el("dcterms:valid", format_time(self.valid)),
             el("dcterms:title", self.title),
         ]

@@ -19,7 +19,7 @@ import secrets
 import signal
 import sys
 import threading
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -75,7 +75,9 @@ class LocalCloud:
     def __init__(self, state_dir: Optional[str] = None, port: int = 0,
                  users: Optional[Mapping[str, str]] = None,
                  delays: Union[float, Mapping[str, float]] = lc.DEFAULT_DELAY,
-                 host: str = "127.0.0.1", guests=None, catalogue=None,
+                 host: str = "127.0.0.1",
+                 guests: Union[lc.GuestHooks, Literal[False], None] = None,
+                 catalogue: Optional[Catalogue] = None,
                  max_body: int = DEFAULT_MAX_BODY, timeout: float = 30.0,
                  faults: Iterable[Union[str, Fault]] = (),
                  allow_non_loopback: bool = False,
@@ -106,12 +108,12 @@ class LocalCloud:
         self.state_dir = ""
         self.users: Dict[str, str] = {}
         self.store: Optional[Store] = None
-        self.catalogue = None
-        self.guests = None
+        self.catalogue: Optional[Catalogue] = None
+        self.guests: Optional[lc.GuestHooks] = None
         self.pool: Optional[VmPool] = None
         self.lifecycle: Optional[lc.Lifecycle] = None
-        self.pdisk = None
-        self.marketplace = None
+        self.pdisk: Optional[PdiskHandler] = None
+        self.marketplace: Optional[MarketplaceHandler] = None
         self.ca: Optional[CertificateAuthority] = None
         self._front: Optional[Front] = None
         self.url = ""
@@ -173,53 +175,58 @@ class LocalCloud:
         return self
 
     def _start(self) -> None:
+        # Each part goes to its attribute as soon as it exists, so that stop() (called
+        # when a later step fails) closes what was made.
         self._started = True
-        self._dir = StateDir(self._requested_dir)
-        self.state_dir = self._dir.path
+        self._dir = state = StateDir(self._requested_dir)
+        self.state_dir = state.path
         for stale in (CONFIG_NAME, CA_NAME):   # they announce a *listening* cloud
-            self._dir.withdraw(stale)
-        self.store = Store(self._dir.private_file(DB_NAME, *DB_COMPANIONS))
-        self.users = self._resolve_users()
-        self.ca = CertificateAuthority(self._dir.private_dir("tls"))
-        cert_path, key_path = self.ca.server_pair(
+            state.withdraw(stale)
+        self.store = store = Store(state.private_file(DB_NAME, *DB_COMPANIONS))
+        self.users = self._resolve_users(store)
+        self.ca = ca = CertificateAuthority(state.private_dir("tls"))
+        cert_path, key_path = ca.server_pair(
             [self._listen] if self._listen != "0.0.0.0" else [])
-        self._ensure_key_pair()
+        self._ensure_key_pair(state)
 
-        self.catalogue = self._catalogue_arg if self._catalogue_arg is not None else Catalogue.seeded()
-        self.guests = self._guests_arg
-        if self.guests is None:
-            self._dir.private_dir("guests")
-            self.guests = GuestManager(self.state_dir, self.catalogue)
-        elif self.guests is False:
+        self.catalogue = catalogue = (self._catalogue_arg if self._catalogue_arg is not None
+                                      else Catalogue.seeded())
+        if self._guests_arg is None:
+            state.private_dir("guests")
+            self.guests = GuestManager(self.state_dir, catalogue)
+        elif self._guests_arg is False:
             self.guests = None
+        else:
+            self.guests = self._guests_arg
 
-        self.pool = VmPool(self.store, [proxy_user_name(user) for user in self.users])
-        self.pdisk = PdiskHandler(self.store, service_user="pdisk", locale=self._pdisk_locale)
-        self.marketplace = MarketplaceHandler(self.catalogue)
-        self.lifecycle = lc.Lifecycle(self.pool, self._delays, guests=self.guests,
-                                      catalogue=self.catalogue, on_done=self._vm_done)
-        one = OneHandler(self.pool)
+        self.pool = pool = VmPool(store, [proxy_user_name(user) for user in self.users])
+        self.pdisk = pdisk = PdiskHandler(store, service_user="pdisk", locale=self._pdisk_locale)
+        self.marketplace = marketplace = MarketplaceHandler(catalogue)
+        self.lifecycle = lifecycle = lc.Lifecycle(pool, self._delays, guests=self.guests,
+                                                  catalogue=catalogue, on_done=self._vm_done)
+        one = OneHandler(pool)
         mounts = [
             Mount("/one-proxy/pswd", one, "pswd", service="one"),
             Mount("/one-proxy/cert", one, "cert", service="one"),
-            Mount("/pdisk/pswd", self.pdisk, "pswd", service="pdisk"),
-            Mount("/pdisk/cert", self.pdisk, "cert", service="pdisk"),
-            Mount("/marketplace", self.marketplace, None, service="marketplace"),
+            Mount("/pdisk/pswd", pdisk, "pswd", service="pdisk"),
+            Mount("/pdisk/cert", pdisk, "cert", service="pdisk"),
+            Mount("/marketplace", marketplace, None, service="marketplace"),
         ]
-        context = make_server_context(cert_path, key_path, self.ca.ca_path)
-        self._front = Front(self._listen, self._port, context, mounts, self._check_password,
-                            max_body=self._max_body, timeout=self._timeout, faults=self.faults,
-                            allow_non_loopback=self._allow_non_loopback,
-                            max_connections=self._bounds[0], request_timeout=self._bounds[1])
+        context = make_server_context(cert_path, key_path, ca.ca_path)
+        self._front = front = Front(
+            self._listen, self._port, context, mounts, self._check_password,
+            max_body=self._max_body, timeout=self._timeout, faults=self.faults,
+            allow_non_loopback=self._allow_non_loopback,
+            max_connections=self._bounds[0], request_timeout=self._bounds[1])
         url_host = "127.0.0.1" if self._listen == "0.0.0.0" else self._listen
-        self.url = "https://%s:%d" % (url_host, self._front.port)
+        self.url = "https://%s:%d" % (url_host, front.port)
 
-        self.pool.attach(self.lifecycle)
-        self.lifecycle.start()
-        self._front.start()
+        pool.attach(lifecycle)
+        lifecycle.start()
+        front.start()
         # Listening: now tell the world.
-        self._dir.write(CA_NAME, self.ca.ca_pem())
-        self._dir.write(CONFIG_NAME, self._config_text().encode("utf-8"))
+        state.write(CA_NAME, ca.ca_pem())
+        state.write(CONFIG_NAME, self._config_text().encode("utf-8"))
         log.info("local StratusLab cloud listening on %s", self.url)
 
     def stop(self) -> None:
@@ -247,13 +254,13 @@ class LocalCloud:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _resolve_users(self) -> Dict[str, str]:
+    def _resolve_users(self, store: Store) -> Dict[str, str]:
         if self._requested_users is not None:
             if not self._requested_users:
                 raise ValueError("at least one user is needed")
             return dict(self._requested_users)
-        self.store.ensure_schema(_SECRETS_SCHEMA)
-        with self.store.transaction() as db:
+        store.ensure_schema(_SECRETS_SCHEMA)
+        with store.transaction() as db:
             row = db.execute("SELECT value FROM cloud_secret WHERE key = 'default-password'").fetchone()
             if row is None:
                 password = secrets.token_urlsafe(18)
@@ -276,8 +283,9 @@ class LocalCloud:
         if self.pdisk is not None:
             self.pdisk.release_vm(vm_id)
 
-    def _ensure_key_pair(self) -> None:
-        if self._dir.holds(KEY_NAME) and self._dir.holds(KEY_NAME + ".pub"):
+    @staticmethod
+    def _ensure_key_pair(state: StateDir) -> None:
+        if state.holds(KEY_NAME) and state.holds(KEY_NAME + ".pub"):
             return
         key = Ed25519PrivateKey.generate()
         private = key.private_bytes(serialization.Encoding.PEM,
@@ -285,8 +293,8 @@ class LocalCloud:
                                     serialization.NoEncryption())
         public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                serialization.PublicFormat.OpenSSH)
-        self._dir.write(KEY_NAME, private)
-        self._dir.write(KEY_NAME + ".pub", public + b" stratus@local-cloud\n")
+        state.write(KEY_NAME, private)
+        state.write(KEY_NAME + ".pub", public + b" stratus@local-cloud\n")
 
     def _config_text(self) -> str:
         # Values are written literally, as this project's configuration reader takes them.

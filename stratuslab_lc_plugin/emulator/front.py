@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, parse_qsl
 from .connections import (DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, Connection,
                           ConnectionLimits)
 from .faults import GARBLED_BODY, Fault, FaultSet
-from .web import Handler, Request, Response, jetty_error, nginx_error
+from .web import Handler, InjectedErrorShaper, Request, Response, jetty_error, nginx_error
 
 __all__ = ["Mount", "Front", "make_server_context", "listen_address", "PASSWORD_REALM",
            "CERTIFICATE_REALM"]
@@ -122,9 +122,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
     default_request_version = "HTTP/1.1"
     server: "_Server"
     _linger = False
+    # BaseHTTPRequestHandler's private buffer of the answer's head (send_header fills it,
+    # flush_headers writes it); _send appends the body to it.
+    _headers_buffer: List[bytes]
 
     def setup(self) -> None:
-        self.timeout = self.server.front.timeout
+        # Each front has its own timeout: set on the socket here, not through the handler
+        # class's shared ``timeout`` (which StreamRequestHandler.setup would apply).
+        self.request.settimeout(self.server.front.timeout)
         self._bounds: Connection = _CURRENT.connection
         super().setup()
 
@@ -222,7 +227,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         front.limits.read(self._bounds)
         if mount is None:
             return nginx_error(404), False
-        if mount.handler is None:
+        handler = mount.handler
+        if handler is None:
             return nginx_error(502), False
         user = self._authenticate(mount)
         if user is None:
@@ -245,21 +251,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         fault = front.faults.take(mount.service, request.method, request.path, body)
         if fault is not None:
-            return self._faulty(fault, mount, request, path), False
-        return self._handle(mount, request, path), False
+            return self._faulty(fault, mount.prefix, handler, request, path), False
+        return self._handle(mount.prefix, handler, request, path), False
 
     @staticmethod
-    def _handle(mount: Mount, request: Request, path: str) -> Response:
+    def _handle(prefix: str, handler: Handler, request: Request, path: str) -> Response:
         try:
-            response = mount.handler.handle(request)
+            response = handler.handle(request)
             if not isinstance(response, Response):
                 raise TypeError("handler returned %r" % type(response).__name__)
         except Exception:
-            log.exception("handler for %s failed", mount.prefix)
+            log.exception("handler for %s failed", prefix)
             return jetty_error(500, path)
         return response
 
-    def _faulty(self, fault: Fault, mount: Mount, request: Request, path: str) -> Response:
+    def _faulty(self, fault: Fault, prefix: str, handler: Handler, request: Request,
+                path: str) -> Response:
         """Serve ``request`` the way ``fault`` says (see :mod:`.faults`)."""
         log.info("injected fault %s on %s %s (hit %d)", fault.spec, request.method, path, fault.hits)
         kind = fault.kind
@@ -268,15 +275,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if kind == "delay":
             if not self.server.front.pause(fault.seconds):
                 raise _Drop()  # the cloud is stopping
-            return self._handle(mount, request, path)
+            return self._handle(prefix, handler, request, path)
         if kind == "http-500":
             return jetty_error(500, path)
         if kind in ("http-502", "http-503"):
             return nginx_error(int(kind[-3:]))
         if kind == "one-error":
             # Fault.parse allows this kind on ONE targets only: the ONE handler shapes it.
-            return mount.handler.injected_error(request)
-        response = self._handle(mount, request, path)
+            if isinstance(handler, InjectedErrorShaper):
+                return handler.injected_error(request)
+            log.error("fault %s: the service at %s has no error of its own to inject; "
+                      "answering 500", fault.spec, prefix)
+            return jetty_error(500, path)
+        response = self._handle(prefix, handler, request, path)
         if kind == "drop-after":
             raise _Drop()
         # malformed: the work is done, the answer is garbled on its way back
@@ -376,7 +387,7 @@ class _Server(ThreadingHTTPServer):
                                                       do_handshake_on_connect=False)
             conn.do_handshake()
             _CURRENT.connection = connection
-            self.RequestHandlerClass(conn, client_address, self)
+            _RequestHandler(conn, client_address, self)
         except (ConnectionError, socket.timeout, ssl.SSLError, OSError):
             pass
         except Exception:

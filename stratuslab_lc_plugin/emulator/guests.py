@@ -53,13 +53,14 @@ import re
 import selectors
 import socket
 import threading
-from typing import Dict, List, Optional, Set
+from typing import IO, Callable, Dict, List, Optional, Set
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from paramiko.common import MSG_CHANNEL_REQUEST
-from paramiko.sftp import SFTP_OK
+from paramiko.common import (AUTH_FAILED, AUTH_SUCCESSFUL, MSG_CHANNEL_REQUEST,
+                             OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED)
+from paramiko.sftp import SFTP_FAILURE, SFTP_OK
 
 from .statedir import private_dir, write_private
 from .supervisor import Command, Supervisor
@@ -353,12 +354,16 @@ class _Guest:
             self._transports = [t for t in self._transports if t.is_alive()]
 
 
-_PARAMIKO_CHANNEL_REQUEST = paramiko.Transport._channel_handler_table[MSG_CHANNEL_REQUEST]
+_ChannelHandler = Callable[[paramiko.Channel, paramiko.Message], None]
+# paramiko's private dispatch table, which types-paramiko does not declare.
+_PARAMIKO_HANDLERS: Dict[int, _ChannelHandler] = (
+    paramiko.Transport._channel_handler_table)  # type: ignore[attr-defined]
+_PARAMIKO_CHANNEL_REQUEST = _PARAMIKO_HANDLERS[MSG_CHANNEL_REQUEST]
 
 
-def _answer_then_start(channel: paramiko.Channel, message) -> None:
+def _answer_then_start(channel: paramiko.Channel, message: paramiko.Message) -> None:
     _PARAMIKO_CHANNEL_REQUEST(channel, message)  # the check callback, then the reply
-    server = channel.transport.server_object
+    server = channel.get_transport().server_object
     if isinstance(server, _GuestServer):
         server.start_answered(channel)
 
@@ -372,7 +377,7 @@ class _GuestTransport(paramiko.Transport):
     ``_channel_handler_table``; this subclass wraps its channel-request entry.
     """
 
-    _channel_handler_table = dict(paramiko.Transport._channel_handler_table)
+    _channel_handler_table = dict(_PARAMIKO_HANDLERS)
     _channel_handler_table[MSG_CHANNEL_REQUEST] = _answer_then_start
 
 
@@ -426,13 +431,13 @@ class _GuestServer(paramiko.ServerInterface):
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         if username == GUEST_USER and self._guest.key_allowed(key):
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
+            return AUTH_SUCCESSFUL
+        return AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind != "session":
-            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-        return paramiko.OPEN_SUCCEEDED
+            return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        return OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         text = command.decode("utf-8", "replace") if isinstance(command, bytes) else command
@@ -633,7 +638,7 @@ class _GuestSFTP(paramiko.SFTPServerInterface):
                 result.append(attr)
             return result
         except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
+            return _sftp_error(exc)
 
     def stat(self, path: str):
         return _attributes(os.stat, self._path(path))
@@ -647,7 +652,7 @@ class _GuestSFTP(paramiko.SFTPServerInterface):
         try:
             fd = os.open(path, flags, mode if mode is not None else 0o666)
         except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
+            return _sftp_error(exc)
         if (flags & os.O_CREAT) and attr is not None:
             attr._flags &= ~attr.FLAG_PERMISSIONS  # mode was applied by open (minus umask)
             paramiko.SFTPServer.set_file_attr(path, attr)
@@ -657,10 +662,7 @@ class _GuestSFTP(paramiko.SFTPServerInterface):
             fmode = "a+b" if flags & os.O_APPEND else "r+b"
         else:
             fmode = "rb"
-        handle = _GuestFile(flags)
-        handle.filename = path
-        handle.readfile = handle.writefile = os.fdopen(fd, fmode)
-        return handle
+        return _GuestFile(flags, path, os.fdopen(fd, fmode))
 
     def remove(self, path: str) -> int:
         return _call(os.remove, self._path(path))
@@ -689,10 +691,18 @@ class _GuestSFTP(paramiko.SFTPServerInterface):
         try:
             return os.readlink(self._path(path))
         except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
+            return _sftp_error(exc)
 
 
 class _GuestFile(paramiko.SFTPHandle):
+    """An open file; paramiko's SFTPHandle reads, writes and closes ``readfile`` and
+    ``writefile``, which a subclass provides."""
+
+    def __init__(self, flags: int, path: str, file: IO[bytes]) -> None:
+        super().__init__(flags)
+        self.filename = path
+        self.readfile = self.writefile = file
+
     def stat(self):
         return _attributes(os.fstat, self.readfile.fileno())
 
@@ -704,12 +714,19 @@ def _attributes(stat_function, target):
     try:
         return paramiko.SFTPAttributes.from_stat(stat_function(target))
     except OSError as exc:
-        return paramiko.SFTPServer.convert_errno(exc.errno)
+        return _sftp_error(exc)
 
 
 def _call(function, *args) -> int:
     try:
         function(*args)
     except OSError as exc:
-        return paramiko.SFTPServer.convert_errno(exc.errno)
+        return _sftp_error(exc)
     return SFTP_OK
+
+
+def _sftp_error(exc: OSError) -> int:
+    """The SFTP status for a failed file operation (an OSError may carry no errno)."""
+    if exc.errno is None:
+        return SFTP_FAILURE
+    return paramiko.SFTPServer.convert_errno(exc.errno)

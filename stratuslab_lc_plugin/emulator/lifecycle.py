@@ -26,10 +26,13 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Protocol, Tuple, Union
+
+if TYPE_CHECKING:
+    from .catalogue import Catalogue
 
 __all__ = [
-    "Lifecycle", "DELAY_STEPS", "parse_delays",
+    "Lifecycle", "GuestHooks", "DELAY_STEPS", "parse_delays",
     "INIT", "PENDING", "HOLD", "ACTIVE", "STOPPED", "SUSPENDED", "DONE", "FAILED",
     "LCM_INIT", "PROLOG", "BOOT", "RUNNING", "MIGRATE", "SAVE_STOP", "SAVE_SUSPEND",
     "SAVE_MIGRATE", "PROLOG_MIGRATE", "PROLOG_RESUME", "EPILOG_STOP", "EPILOG",
@@ -58,6 +61,23 @@ _BATCH = 256          # transitions per pool lock hold: bounds request latency i
 HISTORY_FIELDS = ("SEQ", "HOSTNAME", "VM_DIR", "HID", "STIME", "ETIME", "VMMMAD", "VNMMAD",
                    "TMMAD", "PSTIME", "PETIME", "RSTIME", "RETIME", "ESTIME", "EETIME", "REASON")
 _METADATA_ID = re.compile(r"/metadata/([A-Za-z0-9_-]{27})/?$")
+
+# A heap entry: (monotonic due time, tie-breaker, VM id, the VM's step when scheduled)
+_Due = Tuple[float, int, int, int]
+#: One HISTORY record: HISTORY_FIELDS, numbers but for HOSTNAME, VM_DIR and the drivers.
+HistoryRecord = Dict[str, Union[int, str]]
+
+
+class GuestHooks(Protocol):
+    """What the life cycle tells the guests of its VMs (:class:`.guests.GuestManager`).
+    Both calls run on worker threads, never with the pool lock held."""
+
+    def vm_running(self, vm_id: int, ip: str, public_key: Optional[str],
+                   image_id: Optional[str]) -> Optional[int]:
+        """The VM booted: start its guest on ``ip``; the SSH port, or None without one."""
+
+    def vm_stopped(self, vm_id: int) -> None:
+        """The VM left RUNNING: stop its guest."""
 
 
 def parse_delays(delays: Union[float, Mapping[str, float]]) -> Dict[str, float]:
@@ -139,7 +159,8 @@ class Lifecycle:
     """
 
     def __init__(self, pool, delays: Union[float, Mapping[str, float]] = DEFAULT_DELAY,
-                 guests=None, catalogue=None, hostname: str = "localhost",
+                 guests: Optional[GuestHooks] = None, catalogue: Optional[Catalogue] = None,
+                 hostname: str = "localhost",
                  on_done: Optional[Callable[[int], None]] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.pool = pool
@@ -149,7 +170,7 @@ class Lifecycle:
         self.catalogue = catalogue
         self.hostname = hostname
         self.clock = clock
-        self._heap: List[Tuple[float, int, int, int]] = []
+        self._heap: List[_Due] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
@@ -192,7 +213,7 @@ class Lifecycle:
                 if self._stopping:
                     return
                 now = time.monotonic()
-                due = []
+                due: List[_Due] = []
                 while self._heap and self._heap[0][0] <= now and len(due) < _BATCH:
                     due.append(heapq.heappop(self._heap))
             try:
@@ -216,8 +237,8 @@ class Lifecycle:
         if step is not None:
             self._schedule(vm, self.delays[step])
 
-    def _new_history(self, vm, now: int) -> Dict[str, Any]:
-        record = dict.fromkeys(HISTORY_FIELDS, 0)
+    def _new_history(self, vm, now: int) -> HistoryRecord:
+        record: HistoryRecord = dict.fromkeys(HISTORY_FIELDS, 0)
         record.update(SEQ=len(vm.history), HOSTNAME=self.hostname, VM_DIR="/var/lib/one",
                       VMMMAD="vmm_kvm", VNMMAD="dummy", TMMAD="tm_stratuslab", STIME=now)
         vm.history.append(record)
@@ -355,15 +376,18 @@ class Lifecycle:
 
     def _call_running(self, vm_id: int, address: Optional[str], key: Optional[str],
                       image: Optional[str]) -> Optional[int]:
-        if address is None:
+        guests = self.guests  # the workers that call this exist only with guests
+        if guests is None or address is None:
             return None
         try:
-            return self.guests.vm_running(vm_id, address, key, image)
+            return guests.vm_running(vm_id, address, key, image)
         except Exception:
             log.exception("guest of VM %d did not start", vm_id)
             return None
 
     def _call_stopped(self, vm_id: int) -> None:
+        if self.guests is None:
+            return
         try:
             self.guests.vm_stopped(vm_id)
         except Exception:

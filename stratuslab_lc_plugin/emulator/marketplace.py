@@ -55,7 +55,7 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from .catalogue import Catalogue, CatalogueEntry, format_time
-from .web import RESTLET_DESCRIPTIONS, Request, Response, reason
+from .web import RESTLET_DESCRIPTIONS, Headers, Request, Response, reason
 
 __all__ = ["MarketplaceHandler", "XML_HEADER"]
 
@@ -95,7 +95,7 @@ class _Failure(Exception):
         self.headers = headers or {}
 
 
-def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
+def _header(headers: Headers, name: str) -> Optional[str]:
     # The front gives a case-insensitive mapping; direct callers may pass a plain dict.
     value = headers.get(name)
     if value is None:
@@ -104,7 +104,7 @@ def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
     return value
 
 
-def _prefers_json(headers: Mapping[str, str]) -> bool:
+def _prefers_json(headers: Headers) -> bool:
     """Negotiate between the two representations we have, XML winning ties."""
     accept = _header(headers, "Accept")
     if not accept:
@@ -284,7 +284,7 @@ class MarketplaceHandler:
         return Response(200, json.dumps(document).encode("utf-8"), _JSON_TYPE)
 
     @staticmethod
-    def _error(failure: _Failure, headers: Mapping[str, str]) -> Response:
+    def _error(failure: _Failure, headers: Headers) -> Response:
         """``MarketPlaceStatusService``: the form of the first accepted media type."""
         first = (_header(headers, "Accept") or "*/*").split(",", 1)[0]
         media, _, parameters = first.strip().lower().partition(";")

@@ -40,7 +40,7 @@ import xmlrpc.client
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from . import lifecycle as lc
 from .store import Store
@@ -195,7 +195,7 @@ class VM:
     deploy_id: str = ""
     memory: int = 0
     cpu: int = 0
-    history: List[Dict[str, Any]] = field(default_factory=list)
+    history: List[lc.HistoryRecord] = field(default_factory=list)
     leases: List[Tuple[int, int]] = field(default_factory=list)   # (network id, ip)
     step: int = 0
     due: Optional[float] = None
@@ -241,7 +241,7 @@ def render_template(template: TemplateList) -> str:
     return "".join(out)
 
 
-def _history_xml(record: Mapping[str, Any]) -> str:
+def _history_xml(record: lc.HistoryRecord) -> str:
     return "<HISTORY>%s</HISTORY>" % "".join(
         "<%s>%s</%s>" % (key, record[key], key) for key in lc.HISTORY_FIELDS)
 
@@ -510,7 +510,8 @@ class VmPool:
             # ONE removes the attribute before parsing: $TEMPLATE does not show it
             vm.template = [(n, v) for n, v in vm.template if n != name]
             try:
-                parsed = expand(marshall(list(value.items())) if vector else value, resolver)
+                text = marshall(list(value.items())) if isinstance(value, dict) else value
+                parsed = expand(text, resolver)
             except VariableError:
                 raise AllocationError("") from None
             if vector:
@@ -760,6 +761,8 @@ class OneHandler:
                 vm, failure = self._vm_for(label, uid, vm_id, "MANAGE")
                 if failure:
                     return failure
+            if lifecycle is None:
+                raise RuntimeError("the VM pool has no life cycle attached: no action can run")
             if not lifecycle.knows(name):
                 return self._failure(label, INTERNAL, "Internal error. Action result not defined")
             if vm is None:

@@ -50,7 +50,7 @@ import re
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Literal, Mapping, Optional, Tuple, TypedDict, Union
 
 from .store import Store
 from .web import RESTLET_DESCRIPTIONS, Request, Response
@@ -106,6 +106,22 @@ _ROUTES = (
 )
 
 
+class _DiskFields(TypedDict, total=False):
+    """The columns of ``pdisk_disks`` a create or an update sets from its form."""
+
+    owner: str
+    tag: str
+    size: int
+    visibility: str
+    type: str
+    identifier: str
+    quarantine: str
+
+
+_TEXT_FIELDS: Tuple[Literal["tag"], Literal["owner"], Literal["quarantine"],
+                    Literal["identifier"]] = ("tag", "owner", "quarantine", "identifier")
+
+
 @dataclass(frozen=True)
 class Mount:
     """A disk attached to (or registered for) a VM."""
@@ -154,7 +170,7 @@ def freemarker_number(value: int, locale: str = DEFAULT_LOCALE) -> str:
     """``${value}`` as FreeMarker prints an integer for ``locale`` (grouped by thousands)."""
     separator = _grouping(locale)
     digits = str(abs(value))
-    groups = []
+    groups: List[str] = []
     while len(digits) > 3:
         digits, tail = digits[:-3], digits[-3:]
         groups.insert(0, tail)
@@ -198,7 +214,8 @@ class PdiskHandler:
         head = request.method == "HEAD"
         method = "GET" if head else request.method
         try:
-            if not request.user:
+            user = request.user
+            if not user:
                 # The front authenticates every pdisk route; refuse rather than guess.
                 raise _Refusal(401, "authentication required")
             for pattern, name, methods in _ROUTES:
@@ -213,7 +230,7 @@ class PdiskHandler:
                 return response
             with self.store.transaction() as db:
                 response = getattr(self, f"_{name}_{method.lower()}")(
-                    db, request, *match.groups())
+                    db, request, user, *match.groups())
         except _Refusal as refusal:
             response = self._error(refusal.status, refusal.message)
         if head:
@@ -226,18 +243,19 @@ class PdiskHandler:
 
     # --- /disks ---------------------------------------------------------------------
 
-    def _disks_get(self, db, request: Request) -> Response:
+    def _disks_get(self, db, request: Request, user: str) -> Response:
         sql = "SELECT * FROM pdisk_disks"
         args: tuple = ()
-        if request.user != self.service_user:
+        if user != self.service_user:
             sql += " WHERE owner = ?"
-            args = (request.user,)
+            args = (user,)
         rows = db.execute(sql + " ORDER BY seq DESC", args).fetchall()
         return _json(200, [self._summary(db, row) for row in rows])
 
-    def _disks_post(self, db, request: Request) -> Response:
-        disk = {"owner": request.user, "tag": "", "size": -1, "visibility": "PRIVATE",
-                "type": "DATA_IMAGE_RAW_READ_WRITE", "identifier": "", "quarantine": ""}
+    def _disks_post(self, db, request: Request, user: str) -> Response:
+        disk: _DiskFields = {
+            "owner": user, "tag": "", "size": -1, "visibility": "PRIVATE",
+            "type": "DATA_IMAGE_RAW_READ_WRITE", "identifier": "", "quarantine": ""}
         disk.update(self._form_fields(request.form))
         # DiskBaseResource.validateNewDisk
         if disk["identifier"] and db.execute("SELECT 1 FROM pdisk_disks WHERE identifier = ?",
@@ -253,9 +271,9 @@ class PdiskHandler:
         return _json(201, {"uuid": disk_uuid})
 
     @staticmethod
-    def _form_fields(form: Mapping[str, str]) -> Dict[str, Union[str, int]]:
+    def _form_fields(form: Mapping[str, str]) -> _DiskFields:
         """``DiskBaseResource.processWebForm``: the disk fields a create or update sets."""
-        fields: Dict[str, Union[str, int]] = {}
+        fields: _DiskFields = {}
         if "size" in form:
             try:
                 fields["size"] = _java_long(form["size"])
@@ -267,7 +285,7 @@ class PdiskHandler:
                 raise _Refusal(400, "Invalid value for form element visibility: No enum "
                                     f"constant {_VISIBILITY_ENUM}.{value}")
             fields["visibility"] = value
-        for name in ("tag", "owner", "quarantine", "identifier"):
+        for name in _TEXT_FIELDS:
             if name in form:
                 fields[name] = form[name]
         if "type" in form:
@@ -278,20 +296,20 @@ class PdiskHandler:
 
     # --- /disks/{uuid} --------------------------------------------------------------
 
-    def _disk_get(self, db, request: Request, disk_uuid: str) -> Response:
-        return _json(200, self._detail(db, self._viewable(db, disk_uuid, request.user)))
+    def _disk_get(self, db, request: Request, user: str, disk_uuid: str) -> Response:
+        return _json(200, self._detail(db, self._viewable(db, disk_uuid, user)))
 
-    def _disk_put(self, db, request: Request, disk_uuid: str) -> Response:
-        self._viewable(db, disk_uuid, request.user)
+    def _disk_put(self, db, request: Request, user: str, disk_uuid: str) -> Response:
+        self._viewable(db, disk_uuid, user)
         # DiskResource.update calls hasSufficientRightsToEdit and ignores its answer.
         for column, value in self._form_fields(request.form).items():
             # Columns come from the fixed names of _form_fields, never from the request.
             db.execute(f"UPDATE pdisk_disks SET {column} = ? WHERE uuid = ?", (value, disk_uuid))
         return _json(200, self._detail(db, self._disk(db, disk_uuid)))
 
-    def _disk_delete(self, db, request: Request, disk_uuid: str) -> Response:
-        row = self._viewable(db, disk_uuid, request.user)
-        if not self._may_change(row, request.user):
+    def _disk_delete(self, db, request: Request, user: str, disk_uuid: str) -> Response:
+        row = self._viewable(db, disk_uuid, user)
+        if not self._may_change(row, user):
             raise _Refusal(403, f"insufficient rights to delete disk ({disk_uuid})")
         if self._count(db, disk_uuid):
             raise _Refusal(409, f"disk ({disk_uuid}) is in use and can't be deleted")
@@ -300,13 +318,13 @@ class PdiskHandler:
 
     # --- /disks/{uuid}/mounts -------------------------------------------------------
 
-    def _mounts_get(self, db, request: Request, disk_uuid: str) -> Response:
+    def _mounts_get(self, db, request: Request, user: str, disk_uuid: str) -> Response:
         self._known(db, disk_uuid)  # MountsResource checks no rights
         mounts = db.execute("SELECT vm_id, target FROM pdisk_mounts WHERE disk_uuid = ? "
                             "ORDER BY target", (disk_uuid,)).fetchall()
         return _json(200, [{"vmId": vm, "device": target} for vm, target in mounts])
 
-    def _mounts_post(self, db, request: Request, disk_uuid: str) -> Response:
+    def _mounts_post(self, db, request: Request, user: str, disk_uuid: str) -> Response:
         row = self._known(db, disk_uuid)
         node = request.form.get("node", "")
         vm_id = request.form.get("vm_id", "")
@@ -319,10 +337,11 @@ class PdiskHandler:
         else:  # Instance.nextDiskTarget, before any rights are checked
             used = {t for (t,) in db.execute(
                 "SELECT target FROM pdisk_mounts WHERE vm_id = ?", (vm_id,))}
-            target = next((d for d in _DEVICES if d not in used), None)
-            if target is None:
+            free = next((d for d in _DEVICES if d not in used), None)
+            if free is None:
                 raise _Refusal(409, "no free devices available")
-        if not self._may_view(row, request.user):
+            target = free
+        if not self._may_view(row, user):
             raise _Refusal(403, "Not enough rights to attach disk")
         if db.execute("SELECT 1 FROM pdisk_mounts WHERE disk_uuid = ? AND vm_id = ?",
                       (disk_uuid, vm_id)).fetchone():
@@ -333,17 +352,19 @@ class PdiskHandler:
 
     # --- /disks/{uuid}/mounts/{mount id} --------------------------------------------
 
-    def _mount_get(self, db, request: Request, disk_uuid: str, mount_id: str) -> Response:
+    def _mount_get(self, db, request: Request, user: str, disk_uuid: str,
+                   mount_id: str) -> Response:
         row = self._disk(db, disk_uuid)
-        self._require_view(row, request.user, disk_uuid)
+        self._require_view(row, user, disk_uuid)
         return _json(200, self._mount_document(self._mount(db, mount_id)))
 
-    def _mount_delete(self, db, request: Request, disk_uuid: str, mount_id: str) -> Response:
+    def _mount_delete(self, db, request: Request, user: str, disk_uuid: str,
+                      mount_id: str) -> Response:
         mount = self._mount(db, mount_id)  # MountResource.doInit looks the mount up first
         row = self._find(db, disk_uuid)
         if row is None:
             raise _Refusal(404, f"unknown disk: {disk_uuid}")
-        if not self._may_view(row, request.user):
+        if not self._may_view(row, user):
             raise _Refusal(403, "insufficient rights to detach disk")
         if mount.disk_uuid != disk_uuid:
             # pdisk 14.06 would remove that other disk's mount (answering "static"):

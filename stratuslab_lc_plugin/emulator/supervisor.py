@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["Supervisor", "Command"]
 
@@ -243,13 +243,14 @@ class _Supervisor:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._terminate)
+        control = self.control.fileno()
         try:
             while not self.stopping:
-                ready, _, _ = select.select([self.control, wake_r], [], [])
+                ready, _, _ = select.select([control, wake_r], [], [])
                 if wake_r in ready:
                     os.read(wake_r, 4096)
                     self.reap()
-                if self.control in ready:
+                if control in ready:
                     frames = self.reader.read()
                     if frames is None:
                         break
@@ -298,6 +299,14 @@ class Command:
             self._supervisor.send({"kill": self.ident})
 
 
+class _Link(NamedTuple):
+    """One supervisor process and the cloud's end of its control socket."""
+
+    process: subprocess.Popen[bytes]
+    sock: socket.socket
+    reader: threading.Thread  # reads the supervisor's frames
+
+
 class Supervisor:
     """The cloud's handle on one guest's supervisor process, started at the first command.
 
@@ -309,9 +318,7 @@ class Supervisor:
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._sock: Optional[socket.socket] = None
-        self._process: Optional[subprocess.Popen] = None
-        self._reader: Optional[threading.Thread] = None
+        self._link: Optional[_Link] = None  # the latest supervisor started
         self._commands: Dict[int, Command] = {}
         self._next_id = 0
         self._closed = False
@@ -323,8 +330,9 @@ class Supervisor:
         with self._lock:
             if self._closed:
                 raise OSError("the guest is stopping")
-            if self._process is None or self._process.poll() is not None:
-                self._start()
+            link = self._link
+            if link is None or link.process.poll() is not None:
+                link = self._start()
             self._next_id += 1
             command = Command(self, self._next_id)
             self._commands[command.ident] = command
@@ -332,7 +340,7 @@ class Supervisor:
         fd_data = array.array("i", fds).tobytes()
         try:
             with self._send_lock:
-                self._sock.sendmsg([_frame(message)],
+                link.sock.sendmsg([_frame(message)],
                                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd_data)])
         except OSError as exc:
             self._forget(command)
@@ -345,12 +353,12 @@ class Supervisor:
         return command
 
     def send(self, message: dict) -> None:
-        sock = self._sock
-        if sock is None:
+        link = self._link
+        if link is None:
             return
         try:
             with self._send_lock:
-                sock.sendall(_frame(message))
+                link.sock.sendall(_frame(message))
         except OSError:
             pass
 
@@ -359,9 +367,10 @@ class Supervisor:
         socket closes. A supervisor that does not exit in time is killed itself."""
         with self._lock:
             self._closed = True
-            sock, process, reader = self._sock, self._process, self._reader
-        if sock is None:
+            link = self._link
+        if link is None:
             return
+        process, sock, reader = link
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -376,19 +385,19 @@ class Supervisor:
             except OSError:
                 pass
             process.wait(timeout)
-        if reader is not None and reader is not threading.current_thread():
+        if reader is not threading.current_thread():
             reader.join(timeout)
         sock.close()
 
     # -- internals -----------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def _start(self) -> _Link:
         """Called with the lock held."""
-        if self._sock is not None:
-            self._sock.close()
+        if self._link is not None:
+            self._link.sock.close()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True)
@@ -397,10 +406,11 @@ class Supervisor:
             raise
         finally:
             theirs.close()
-        self._sock = ours
-        self._reader = threading.Thread(target=self._read, args=(ours,),
-                                        name="%s-supervisor" % self.name, daemon=True)
-        self._reader.start()
+        reader = threading.Thread(target=self._read, args=(ours,),
+                                  name="%s-supervisor" % self.name, daemon=True)
+        self._link = _Link(process, ours, reader)
+        reader.start()
+        return self._link
 
     def _forget(self, command: Command) -> None:
         with self._lock:
@@ -429,6 +439,8 @@ class Supervisor:
 
     def _dispatch(self, message: dict) -> None:
         ident = message.get("started", message.get("exited"))
+        if ident is None:
+            return
         with self._lock:
             command = self._commands.get(ident)
         if command is None:

@@ -14,21 +14,29 @@ import datetime
 import ipaddress
 import os
 import re
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Set, Tuple, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .statedir import private_dir, write_private
 
+if TYPE_CHECKING:  # cryptography >= 40 names these unions; older releases work at run time
+    from cryptography.hazmat.primitives.asymmetric.types import (CertificatePublicKeyTypes,
+                                                                 PrivateKeyTypes, PublicKeyTypes)
+
 __all__ = ["CertificateAuthority"]
 
 _VALIDITY = datetime.timedelta(days=3650)
+# Keys a CA found on disk may have: those that sign certificates with SHA-256 (Ed25519
+# and Ed448 sign without a separate hash, X25519 and others do not sign at all).
+_SHA256_SIGNING_KEYS = (rsa.RSAPrivateKey, dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey)
+_CASigningKey = Union[rsa.RSAPrivateKey, dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey]
 
 
-def _key_pem(key) -> bytes:
+def _key_pem(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM,
                              serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -56,10 +64,10 @@ class CertificateAuthority:
 
     # -- CA ------------------------------------------------------------------------------
 
-    def _load_or_create_ca(self):
+    def _load_or_create_ca(self) -> Tuple[x509.Certificate, _CASigningKey]:
         loaded = self._load_pair(self.ca_path, self.ca_key_path)
-        if loaded is not None:
-            return loaded
+        if loaded is not None and isinstance(loaded[1], _SHA256_SIGNING_KEYS):
+            return loaded[0], loaded[1]
         key = ec.generate_private_key(ec.SECP256R1())
         name = _name("StratusLab Local Cloud CA")
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -84,7 +92,9 @@ class CertificateAuthority:
         return cert, key
 
     @staticmethod
-    def _load_pair(cert_path: str, key_path: str):
+    def _load_pair(cert_path: str, key_path: str) -> Optional[Tuple[x509.Certificate, PrivateKeyTypes]]:
+        """The certificate and its private key, or None when either is missing, unreadable
+        or they do not belong together."""
         try:
             with open(cert_path, "rb") as handle:
                 cert = x509.load_pem_x509_certificate(handle.read())
@@ -92,7 +102,7 @@ class CertificateAuthority:
                 key = serialization.load_pem_private_key(handle.read(), password=None)
         except (OSError, ValueError, TypeError):
             return None
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        if _public_der(cert.public_key()) != _public_der(key.public_key()):
             return None
         return cert, key
 
@@ -151,7 +161,13 @@ class CertificateAuthority:
         return self._ca_cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _ip_names(cert: x509.Certificate) -> set:
+def _public_der(key: Union[PublicKeyTypes, CertificatePublicKeyTypes]) -> bytes:
+    # Every key type serialises to SubjectPublicKeyInfo; not every one has public numbers.
+    return key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _ip_names(cert: x509.Certificate) -> Set[str]:
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

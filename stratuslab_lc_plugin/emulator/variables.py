@@ -75,6 +75,7 @@ def _tokens(text: str) -> Iterator[Token]:
                 pos, state = pos + 1, "VAR"
                 continue
             match = _RSTRING.match(text, pos)
+            assert match is not None  # text[pos] is not "$", so [^$]+ matches
             pos = match.end()
             yield "RSTRING", match.group()
             continue

@@ -12,10 +12,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Dict, List, Mapping, Optional, Protocol
+from typing import Dict, Iterable, List, Optional, Protocol, Tuple, runtime_checkable
 
-__all__ = ["Request", "Response", "Handler", "jetty_error", "nginx_error", "reason",
-           "RESTLET_DESCRIPTIONS"]
+__all__ = ["Request", "Response", "Headers", "Handler", "InjectedErrorShaper", "jetty_error",
+           "nginx_error", "reason", "RESTLET_DESCRIPTIONS"]
 
 # Restlet's default status descriptions: the message of errors no resource produced
 # itself (unknown path, wrong method). pdisk and the Marketplace are Restlet applications.
@@ -28,6 +28,15 @@ RESTLET_DESCRIPTIONS = {
 }
 
 
+class Headers(Protocol):
+    """Request headers as services read them: the front passes an ``http.client.HTTPMessage``
+    (case-insensitive, not a Mapping), handlers called directly may get a plain dict."""
+
+    def get(self, name: str, /) -> Optional[str]: ...
+
+    def items(self) -> Iterable[Tuple[str, str]]: ...
+
+
 @dataclass
 class Request:
     """One HTTP request as a service handler sees it."""
@@ -35,7 +44,7 @@ class Request:
     method: str                       # "GET", "POST", ...
     path: str                         # below the service mount: "/xmlrpc", "/disks/<uuid>/mounts/", "/metadata/<id>"
     query: Dict[str, List[str]]       # parsed query string
-    headers: Mapping[str, str]        # case-insensitive (http.client.HTTPMessage)
+    headers: Headers                  # case-insensitive from the front (http.client.HTTPMessage)
     body: bytes
     user: Optional[str]               # authenticated user name (None where no auth, e.g. marketplace)
     form: Dict[str, str]              # parsed x-www-form-urlencoded body (last value wins), else {}
@@ -56,6 +65,13 @@ class Handler(Protocol):
     any exception that escapes into a 500."""
 
     def handle(self, request: Request) -> Response: ...
+
+
+@runtime_checkable
+class InjectedErrorShaper(Protocol):
+    """A service whose protocol has its own shape for an injected failure (ONE's triple)."""
+
+    def injected_error(self, request: Request) -> Response: ...
 
 
 def reason(status: int) -> str:

@@ -144,9 +144,10 @@ def _remove_new(driver: Any, nodes_before: set, volumes_before: set) -> List[str
         if volume.id in volumes_before:
             continue
         for attachment in volume.extra.get("attachments", []):
+            # A node the listing no longer shows: detach_volume reads only its id and location.
             node = nodes.get(attachment["node_id"]) or Node(
-                id=attachment["node_id"], name=None, state=None, public_ips=[], private_ips=[], driver=driver,
-                extra={"location": volume.extra.get("location")})
+                id=attachment["node_id"], name="", state=NodeState.UNKNOWN, public_ips=[], private_ips=[],
+                driver=driver, extra={"location": volume.extra.get("location")})
             attempt("detach volume %s from node %s" % (volume.id, node.id), driver.detach_volume,
                     volume, ex_node=node)
         attempt("destroy volume %s" % volume.id, driver.destroy_volume, volume)

@@ -487,7 +487,7 @@ def _vm_from_element(vm: ElementTree.Element) -> VmRecord:
         if records:
             host = records[-1].findtext("HOSTNAME") or None
     return VmRecord(
-        int(text("ID")), text("NAME") or "", _int(text("UID")) or 0, text("UNAME") or "", text("GNAME") or "",
+        int(text("ID") or ""), text("NAME") or "", _int(text("UID")) or 0, text("UNAME") or "", text("GNAME") or "",
         _int(text("STATE")) or 0, _int(text("LCM_STATE")) or 0, _int(text("STIME")) or 0, _int(text("ETIME")) or 0,
         _float(scalars.get("CPU")), _int(scalars.get("VCPU")), _int(scalars.get("MEMORY")),
         nics, disks, context, scalars, host,

@@ -35,8 +35,8 @@ def _refuse_unparsed_entity(name: str, base: Optional[str], system_id: Optional[
     raise EntitiesForbidden(name, None, base, system_id, public_id, notation_name)
 
 
-def _refuse_external(context: Optional[str], base: Optional[str], system_id: Optional[str],
-                     public_id: Optional[str]) -> None:
+def _refuse_external(context: str, base: Optional[str], system_id: Optional[str],
+                     public_id: Optional[str]) -> int:
     raise ExternalReferenceForbidden(context, base, system_id, public_id)
 
 

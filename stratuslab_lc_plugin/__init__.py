@@ -25,6 +25,10 @@ import sys
 
 __version__ = "0.1.0"
 
+#: The provider name: ``get_driver(STRATUSLAB)``. ``Provider.STRATUSLAB`` is the same, as a
+#: member of Libcloud's enum added at run time, which type checkers cannot see.
+STRATUSLAB = "stratuslab"
+
 #: Environment variable that turns automatic registration off ("1", "true", "yes", "on").
 DISABLE_ENV = "STRATUSLAB_LC_PLUGIN_DISABLE"
 # An attribute rather than isinstance(), so that a reloaded copy still recognises it.

@@ -12,7 +12,7 @@ import enum
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import Provider
 
-import stratuslab_lc_plugin  # noqa: F401 - registers where .pth files are not processed
+import stratuslab_lc_plugin  # registers where .pth files are not processed
 from stratuslab_lc_plugin.driver import StratusLabNodeDriver
 from stratuslab_lc_plugin import registry
 from stratuslab_lc_plugin.registry import add_provider_member
@@ -52,3 +52,8 @@ def test_registering_again_adds_no_second_member():
     before = list(Provider)
     registry.register(["compute"])
     assert list(Provider) == before and before.count(Provider.STRATUSLAB) == 1
+
+
+def test_the_typed_constant_names_the_same_provider():
+    assert stratuslab_lc_plugin.STRATUSLAB == Provider.STRATUSLAB == "stratuslab"
+    assert get_driver(stratuslab_lc_plugin.STRATUSLAB) is StratusLabNodeDriver

@@ -10,6 +10,7 @@ from libcloud.compute.base import KeyPair, Node, NodeAuthSSHKey, StorageVolume
 from libcloud.compute.deployment import ScriptDeployment
 from libcloud.compute.providers import get_driver
 
+from stratuslab_lc_plugin import STRATUSLAB
 from stratuslab_lc_plugin.driver import NodeList, StratusLabNodeDriver, StratusLabNodeSize
 from stratuslab_lc_plugin.errors import (
     ConfigurationError,
@@ -21,7 +22,7 @@ from stratuslab_lc_plugin.errors import (
 
 
 def open_driver(config: str) -> StratusLabNodeDriver:
-    driver = get_driver("stratuslab")("default", stratuslab_user_config=config, timeout=30)
+    driver = get_driver(STRATUSLAB)("default", stratuslab_user_config=config, timeout=30)
     assert isinstance(driver, StratusLabNodeDriver)
     return driver
 

@@ -487,3 +487,38 @@ def test_a_broken_import_inside_the_package_is_a_traceback_not_an_install_hint(c
     monkeypatch.setattr(commands, "locations", broken)
     with pytest.raises(ImportError, match="NO_SUCH_NAME"):
         main(["locations", "--config", cloud.config_path])
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_ends_a_wait():
+    # The garbage collector runs finalizers at any moment; a KeyboardInterrupt raised in one
+    # is printed as "Exception ignored" and lost. The command line remembers it.
+    import os as _os
+    import signal as _signal
+
+    from libcloud.compute.base import Node
+    from libcloud.compute.types import NodeState
+
+    from stratuslab_lc_plugin.cli.console import wait_for_node
+    from stratuslab_lc_plugin.cli.interrupts import catching_interrupts
+
+    class Swallower:
+        def __del__(self):
+            _os.kill(_os.getpid(), _signal.SIGINT)
+            for _ in range(1000):  # the handler runs here, inside the finalizer
+                pass
+
+    class PendingDriver:
+        polls = 0
+
+        def ex_get_node(self, node_id, location):
+            self.polls += 1
+            if self.polls == 2:
+                Swallower()
+            return Node(node_id, "n", NodeState.PENDING, [], [], None, extra={"location": location})
+
+    node = Node("1", "n", NodeState.PENDING, [], [], None, extra={"location": "local"})
+    driver = PendingDriver()
+    with catching_interrupts(), pytest.raises(KeyboardInterrupt):
+        wait_for_node(driver, node, timeout=30, poll=0.01)
+    assert driver.polls < 10  # ended at the next poll, not at the timeout

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, Mapping, Optional, Sequence, TextIO
 
+from stratuslab_lc_plugin.cli.interrupts import raise_if_interrupted
+
 __all__ = ["print_json", "print_table", "wait_for_node"]
 
 
@@ -77,3 +79,4 @@ def wait_for_node(driver: Any, node: Any, timeout: float = 300.0, poll: float = 
                     location=location, operation="wait",
                 )
             time.sleep(poll)
+            raise_if_interrupted()

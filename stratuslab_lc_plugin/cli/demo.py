@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, cast
 
 from stratuslab_lc_plugin.cli.console import print_json, print_table, wait_for_node
+from stratuslab_lc_plugin.cli.interrupts import forget_interrupt, raise_if_interrupted
 from stratuslab_lc_plugin.cli.rows import LOCATION_COLUMNS, SIZE_COLUMNS, image_row, location_row, size_row
 
 if TYPE_CHECKING:
@@ -48,8 +49,10 @@ class _Steps:
             # The heading is printed in here: a Ctrl-C seen after it counts for this step.
             self.console.rule("[bold]%s" % title, align="left")
             yield row
+            raise_if_interrupted()  # one the step's own code may have swallowed
         except KeyboardInterrupt:
             row["result"] = "interrupted"
+            forget_interrupt()  # the clean-up that follows must run to its end
             raise
         except BaseException:
             row["result"] = "FAILED"

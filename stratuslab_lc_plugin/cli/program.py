@@ -15,6 +15,7 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from stratuslab_lc_plugin.cli import commands
 from stratuslab_lc_plugin.cli.failures import CommandError, describe, report
+from stratuslab_lc_plugin.cli.interrupts import catching_interrupts
 
 __all__ = ["main", "copy_config_main", "build_parser"]
 
@@ -116,7 +117,8 @@ def copy_config_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(handler: Handler, args: argparse.Namespace, prog: str) -> int:
     try:
-        return handler(args) or 0
+        with catching_interrupts():
+            return handler(args) or 0
     except SystemExit as exc:  # `cloud serve --help` and its usage errors
         return _exit_status(exc)
     except BaseException as exc:  # noqa: BLE001 - describe() lets what it does not know through

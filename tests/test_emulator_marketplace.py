@@ -21,8 +21,7 @@ from stratuslab_lc_plugin.emulator.catalogue import (
 from stratuslab_lc_plugin.emulator.marketplace import MarketplaceHandler, XML_HEADER
 from stratuslab_lc_plugin.emulator.web import Request
 
-FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared",
-                        "fixtures", "real", "marketplace")
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "marketplace")  # see its README
 RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
 DC = "{http://purl.org/dc/terms/}"
 SLT = "{http://mp.stratuslab.eu/slterms#}"
@@ -101,8 +100,6 @@ def test_image_id_encodes_sha1_as_the_spec_example():
 @pytest.mark.parametrize("name", ["valid.xml", "valid-two-locations.xml",
                                   "valid-indate-deprecated-signature.xml"])
 def test_real_fixture_identifiers_match_their_sha1(name):
-    if not os.path.isdir(FIXTURES):
-        pytest.skip("the shared real fixtures are not beside this checkout")
     with open(os.path.join(FIXTURES, name), "rb") as handle:
         description = ET.fromstring(handle.read()).find(RDF + "Description")
     sha1 = next(c.findtext(SLR + "value") for c in description.iter(SLR + "checksum")

@@ -51,7 +51,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 _KILL_ROUNDS = 200
 # Dispositions a command must not inherit: Python ignores SIGPIPE and SIGXFSZ, and the
 # supervisor ignores the terminal's signals and handles the others itself.
-_RESET_SIGNALS = ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGHUP", "SIGTERM", "SIGCHLD")
+#: What a command may catch: on a real VM sshd starts each with every one at its default.
+_RESET_SIGNALS = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
 
 
 def _frame(message: dict) -> bytes:
@@ -176,9 +177,15 @@ class _Supervisor:
         pid = os.fork()
         if pid == 0:  # the command
             try:
-                for name in _RESET_SIGNALS:
-                    if hasattr(signal, name):
-                        signal.signal(getattr(signal, name), signal.SIG_DFL)
+                # Not only what Python and the supervisor changed: also what was ignored or
+                # blocked when the cloud started (a background job of a shell ignores
+                # SIGINT and SIGQUIT, nohup SIGHUP), which commands would otherwise inherit.
+                for signum in _RESET_SIGNALS:
+                    try:
+                        signal.signal(signum, signal.SIG_DFL)
+                    except (OSError, ValueError):  # reserved by the C library (32, 33)
+                        pass
+                signal.pthread_sigmask(signal.SIG_SETMASK, ())
                 os.setsid()
                 for target, fd in enumerate(fds):
                     os.dup2(fd, target)

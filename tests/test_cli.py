@@ -490,14 +490,13 @@ def test_a_broken_import_inside_the_package_is_a_traceback_not_an_install_hint(c
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one
-def test_a_ctrl_c_swallowed_by_a_finalizer_still_ends_a_wait():
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_ends_a_wait(cloud):
     # The garbage collector runs finalizers at any moment; a KeyboardInterrupt raised in one
     # is printed as "Exception ignored" and lost. The command line remembers it.
     import os as _os
     import signal as _signal
 
-    from libcloud.compute.base import Node
-    from libcloud.compute.types import NodeState
+    from libcloud.compute.providers import get_driver
 
     from stratuslab_lc_plugin.cli.console import wait_for_node
     from stratuslab_lc_plugin.cli.interrupts import catching_interrupts
@@ -508,17 +507,46 @@ def test_a_ctrl_c_swallowed_by_a_finalizer_still_ends_a_wait():
             for _ in range(1000):  # the handler runs here, inside the finalizer
                 pass
 
-    class PendingDriver:
-        polls = 0
+    polls = []
 
-        def ex_get_node(self, node_id, location):
-            self.polls += 1
-            if self.polls == 2:
-                Swallower()
-            return Node(node_id, "n", NodeState.PENDING, [], [], None, extra={"location": location})
+    class SwallowingDriver(get_driver("stratuslab")):
+        """Ctrl-C arrives while a finalizer runs, between reading the node and showing it."""
 
-    node = Node("1", "n", NodeState.PENDING, [], [], None, extra={"location": "local"})
-    driver = PendingDriver()
-    with catching_interrupts(), pytest.raises(KeyboardInterrupt):
-        wait_for_node(driver, node, timeout=30, poll=0.01)
-    assert driver.polls < 10  # ended at the next poll, not at the timeout
+        def wait_until_running(self, nodes, *args, ex_on_poll=None, **kwargs):
+            def poll(node):
+                polls.append(node.state)
+                Swallower()  # collected at once: its __del__ swallows the KeyboardInterrupt
+                ex_on_poll(node)
+
+            return super().wait_until_running(nodes, *args, ex_on_poll=poll, **kwargs)
+
+    with SwallowingDriver("default", stratuslab_user_config=cloud.config_path) as driver:
+        node = driver.create_node(name="interrupted", size="t1.micro", image=driver.list_images()[0])
+        try:
+            with catching_interrupts(), pytest.raises(KeyboardInterrupt):
+                wait_for_node(driver, node, timeout=30, poll=0.01)
+        finally:
+            driver.destroy_node(node)
+    assert len(polls) == 1  # ended at that poll, not at the timeout
+
+
+def test_a_wait_for_a_stopped_node_ends_at_once_and_says_why(cloud):
+    import time as _time
+
+    from libcloud.compute.providers import get_driver
+
+    from stratuslab_lc_plugin.cli.console import wait_for_node
+    from stratuslab_lc_plugin.errors import InvalidStateError
+
+    with get_driver("stratuslab")("default", stratuslab_user_config=cloud.config_path) as driver:
+        node = driver.create_node(name="stopped", size="t1.micro", image=driver.list_images()[0])
+        try:
+            node = wait_for_node(driver, node, timeout=30, poll=0.01)
+            assert node.state == "running" and node.public_ips
+            driver.stop_node(node)
+            started = _time.monotonic()
+            with pytest.raises(InvalidStateError, match=r"^local: node %s is \w+ and will not run$" % node.id):
+                wait_for_node(driver, node, timeout=300, poll=0.01)
+            assert _time.monotonic() - started < 30  # not the 300 s timeout
+        finally:
+            driver.destroy_node(node)

@@ -400,16 +400,40 @@ def test_wait_until_running_takes_what_libclouds_takes(driver, cleanup):
     assert all(n.state == NodeState.RUNNING and n.public_ips for n in nodes)  # updated in place
     signature = inspect.signature(StratusLabNodeDriver.wait_until_running)
     base = inspect.signature(libcloud.compute.base.NodeDriver.wait_until_running)
-    assert list(signature.parameters) == list(base.parameters)
+    ours, theirs = list(signature.parameters), list(base.parameters)
+    assert ours[:len(theirs)] == theirs  # Libcloud's parameters, in Libcloud's order
+    assert all(name.startswith("ex_") for name in ours[len(theirs):])
 
 
 def test_wait_until_running_stops_at_once_for_a_destroyed_node(driver):
     node = driver.create_node(name="gone", size="t1.micro", image=driver.list_images()[0])
     driver.destroy_node(node)
     started = time.monotonic()
-    with pytest.raises(StratusLabError, match="node %s (it disappeared|it entered state terminated)" % node.id):
+    with pytest.raises(StratusLabError, match="^local: wait_until_running: node %s: (it disappeared|it entered state"
+                                              " terminated)" % node.id):
         driver.wait_until_running([node], wait_period=0.05, timeout=600)
     assert time.monotonic() - started < 60  # not the 600 s timeout
+
+
+def test_wait_until_running_shows_each_poll_and_lets_the_caller_give_up(driver, cleanup):
+    node = driver.create_node(name="watched", size="t1.micro", image=driver.list_images()[0])
+    cleanup.append(node)
+    seen = []
+
+    class GiveUp(Exception):
+        pass
+
+    def on_poll(fresh):
+        seen.append(fresh.id)
+        raise GiveUp
+
+    with pytest.raises(GiveUp):  # unchanged, not wrapped
+        driver.wait_until_running([node], wait_period=0.01, timeout=600, ex_on_poll=on_poll)
+    assert seen == [node.id]
+    states = []
+    driver.wait_until_running([node], wait_period=0.01, timeout=600,
+                              ex_on_poll=lambda fresh: states.append(fresh.state))
+    assert states[-1] == NodeState.RUNNING and node.state == NodeState.RUNNING
 
 
 def test_attach_volume_accepts_a_device_and_says_which_one_the_server_chose(driver, cleanup):

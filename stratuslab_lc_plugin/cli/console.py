@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any, Mapping, Optional, Sequence, TextIO
 
 from stratuslab_lc_plugin.cli.interrupts import raise_if_interrupted
@@ -47,36 +46,34 @@ def _cell(value: Any) -> str:
 
 
 def wait_for_node(driver: Any, node: Any, timeout: float = 300.0, poll: float = 0.2) -> Any:
-    """Poll ``node`` until it runs and has an address; return the fresh node.
+    """Wait with ``driver.wait_until_running`` until ``node`` runs with an address; return it.
 
     The wait is bounded; people at a terminal see the OpenNebula state as it changes
-    (Pending, Prolog, Boot, Running) on stderr. A node that cannot run any more (error,
-    terminated, stopped, suspended) ends the wait at once.
+    (Pending, Prolog, Boot, Running) on stderr. Besides the driver's own give-up states
+    (error, terminated, gone), a stopped or suspended node ends the wait at once: at a
+    terminal nobody else is going to resume it.
     """
     from libcloud.compute.types import NodeState
     from rich.console import Console
 
     from stratuslab_lc_plugin.errors import InvalidStateError
 
-    give_up = (NodeState.ERROR, NodeState.TERMINATED, NodeState.STOPPED, NodeState.SUSPENDED)
+    give_up = (NodeState.STOPPED, NodeState.SUSPENDED)
     location = node.extra["location"]
-    deadline = time.monotonic() + timeout
+    # The addresses of the network the node is on (to_node files any but "public" as private).
+    interface = "public_ips" if node.extra.get("network") in (None, "public") else "private_ips"
     status_text = "node %s: %s"
     with Console(stderr=True).status(status_text % (node.id, node.extra.get("state_label", node.state)),
                                      spinner="dots") as status:
-        while True:
-            node = driver.ex_get_node(node.id, location)
-            label = node.extra.get("state_label", node.state)
-            status.update(status_text % (node.id, label))
-            if node.state == NodeState.RUNNING and (node.public_ips or node.private_ips):
-                return node
-            if node.state in give_up:
-                raise InvalidStateError("%s: node %s is %s and will not run" % (location, node.id, label),
+
+        def show(fresh: Any) -> None:
+            label = fresh.extra.get("state_label", fresh.state)
+            status.update(status_text % (fresh.id, label))
+            if fresh.state in give_up:
+                raise InvalidStateError("%s: node %s is %s and will not run" % (location, fresh.id, label),
                                         location=location, operation="wait")
-            if time.monotonic() >= deadline:
-                raise InvalidStateError(
-                    "%s: node %s still %s after %.0f s" % (location, node.id, label, timeout),
-                    location=location, operation="wait",
-                )
-            time.sleep(poll)
             raise_if_interrupted()
+
+        ((fresh, _),) = driver.wait_until_running([node], wait_period=poll, timeout=timeout,
+                                                 ssh_interface=interface, ex_on_poll=show)
+    return fresh

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from libcloud.compute.base import Node, NodeAuthPassword, NodeAuthSSHKey, NodeImage, NodeLocation, NodeSize, StorageVolume
 
@@ -230,6 +230,7 @@ class ComputeMixin(DriverCore):
         ssh_interface: str = "public_ips",
         force_ipv4: bool = True,
         ex_list_nodes_kwargs: Optional[Dict[str, object]] = None,
+        ex_on_poll: Optional[Callable[[Node], None]] = None,
     ) -> List[Tuple[Node, List[str]]]:
         """Libcloud's ``wait_until_running``: block until the nodes run with an address.
 
@@ -238,7 +239,9 @@ class ComputeMixin(DriverCore):
         afterwards. Only the nodes' own locations are asked. Unlike Libcloud's, it stops at
         once, with an error naming the node and its state, when a node failed or vanished.
         ``ex_list_nodes_kwargs`` is accepted for compatibility; the locations come from the
-        nodes.
+        nodes. ``ex_on_poll``, if given, is called with each node as soon as it is read, at
+        every poll (to show progress, or to give up early: an exception it raises ends the
+        wait and reaches the caller unchanged).
         """
         if ssh_interface not in ("public_ips", "private_ips"):
             raise ValueError("ssh_interface argument must either be public_ips or private_ips")
@@ -248,11 +251,13 @@ class ComputeMixin(DriverCore):
             location, vm = self._locate_node(node)
             targets.append(((location.id, vm), node))
         try:
-            result = self._wait_running(targets, ssh_interface, force_ipv4, timeout, wait_period)
+            result = self._wait_running(targets, ssh_interface, force_ipv4, timeout, wait_period,
+                                        observe=ex_on_poll)
         except waiting.NotRunning as exc:
+            where = exc.node.extra.get("location")
             raise StratusLabError(
-                "wait_until_running: node %s %s" % (exc.node.id, exc.why),
-                location=exc.node.extra.get("location"), operation="wait_until_running",
+                "%s: wait_until_running: node %s: %s" % (where, exc.node.id, exc.why),
+                location=where, operation="wait_until_running",
             ) from exc.cause
         return result
 

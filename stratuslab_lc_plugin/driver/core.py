@@ -303,13 +303,15 @@ class DriverCore(NodeDriver):
 
     def _wait_running(self, targets: Sequence[Tuple[waiting.Target, Node]], ssh_interface: str,
                       force_ipv4: bool, timeout: float, wait_period: float,
-                      until: Optional[float] = None) -> List[Tuple[Node, List[str]]]:
+                      until: Optional[float] = None,
+                      observe: Optional[Callable[[Node], None]] = None) -> List[Tuple[Node, List[str]]]:
         """:func:`waiting.wait_running` on this driver's nodes, ``until`` a monotonic deadline
         (default: ``timeout`` from now). The given Node objects are updated from the fresh ones.
         """
         end = until if until is not None else time.monotonic() + timeout
         result = waiting.wait_running(targets, self._fetch_nodes, ssh_interface=ssh_interface,
-                                      force_ipv4=force_ipv4, deadline=end, wait_period=wait_period, timeout=timeout)
+                                      force_ipv4=force_ipv4, deadline=end, wait_period=wait_period, timeout=timeout,
+                                      observe=observe)
         for (_, given), (fresh, _) in zip(targets, result):
             refresh(given, fresh)
         return result

@@ -209,7 +209,7 @@ class DeploymentMixin(DriverCore):
                                                   timeout, wait_period, until=deadline)
         except waiting.NotRunning as exc:
             cause = exc.cause or (TimeoutError(exc.why) if exc.timed_out else StratusLabError(
-                "node %s %s" % (exc.node.id, exc.why), location=location.id, operation="deploy_node"))
+                "%s: node %s: %s" % (location.id, exc.node.id, exc.why), location=location.id, operation="deploy_node"))
             raise NodeDeploymentError(
                 exc.node, "deployment on node %s failed while waiting for it to run: %s" % (exc.node.id, exc.why),
                 phase="wait", original_exception=cause, driver=self,

@@ -53,10 +53,13 @@ def wait_running(
     deadline: float,
     wait_period: float,
     timeout: float,
+    observe: Optional[Callable[[Node], None]] = None,
 ) -> List[Tuple[Node, List[str]]]:
     """Poll until every target runs with an address; return ``(fresh node, addresses)`` in order.
 
-    ``fetch(location_id, vm_ids)`` returns the nodes of those VMs that exist, by VM id.
+    ``fetch(location_id, vm_ids)`` returns the nodes of those VMs that exist, by VM id;
+    ``observe``, if given, sees each node as soon as it is read (an exception it raises
+    ends the wait and is not caught here).
     Raises :class:`NotRunning` for the first node that failed, vanished, or was not ready
     by ``deadline`` (``time.monotonic()``); a service failure that is not transient ends
     the wait too (waiting would not help), transient ones are retried until the deadline.
@@ -69,25 +72,27 @@ def wait_running(
     while True:
         ready: Dict[Target, List[str]] = {}
         try:
-            for location_id, vms in by_location.items():
-                found = fetch(location_id, vms)
-                for vm in vms:
-                    target = (location_id, vm)
-                    node = found.get(vm)
-                    if node is None:
-                        raise NotRunning(seen[target], "it disappeared (last state: %s)" % seen[target].state)
-                    seen[target] = node
-                    if node.state in FAILED_STATES:
-                        raise NotRunning(node, "it entered state %s" % node.state)
-                    usable = addresses(node, ssh_interface, force_ipv4)
-                    if node.state == NodeState.RUNNING and usable:
-                        ready[target] = usable
+            found = {location_id: fetch(location_id, vms) for location_id, vms in by_location.items()}
             last_error = None
         except ServiceUnavailableError as exc:  # transient: keep waiting
-            last_error = exc
+            found, last_error = {}, exc
         except StratusLabError as exc:  # refused credentials, bad answers: waiting won't help
             node = next(iter(seen.values()))
             raise NotRunning(node, "reading its state failed: %s" % exc, exc) from None
+        for location_id, nodes in found.items():
+            for vm in by_location[location_id]:
+                target = (location_id, vm)
+                fresh = nodes.get(vm)
+                if fresh is None:
+                    raise NotRunning(seen[target], "it disappeared (last state: %s)" % seen[target].state)
+                seen[target] = fresh
+                if observe is not None:
+                    observe(fresh)
+                if fresh.state in FAILED_STATES:
+                    raise NotRunning(fresh, "it entered state %s" % fresh.state)
+                usable = addresses(fresh, ssh_interface, force_ipv4)
+                if fresh.state == NodeState.RUNNING and usable:
+                    ready[target] = usable
         if len(ready) == len(seen):
             return [(seen[target], ready[target]) for target, _ in targets]
         remaining = deadline - time.monotonic()

@@ -72,6 +72,9 @@ class LocalCloud:
     FreeMarker templates print numbers for (``en_US``: ``"1,024"``; ``fr_FR``, ``de_DE``...).
     """
 
+    #: A key pair store for drivers of this cloud (set by :func:`stratuslab_lc_plugin.testing.local_cloud`).
+    keypairs_dir: Optional[str] = None
+
     def __init__(self, state_dir: Optional[str] = None, port: int = 0,
                  users: Optional[Mapping[str, str]] = None,
                  delays: Union[float, Mapping[str, float]] = lc.DEFAULT_DELAY,

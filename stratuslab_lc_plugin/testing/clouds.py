@@ -16,7 +16,12 @@ import os
 import tempfile
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mapping, Optional, Union, cast
+
+if TYPE_CHECKING:  # for the annotations only: at run time they would load Libcloud and the cloud
+    from stratuslab_lc_plugin.driver import StratusLabNodeDriver
+    from stratuslab_lc_plugin.emulator.cloud import LocalCloud
+    from stratuslab_lc_plugin.emulator.faults import Fault
 
 __all__ = ["DEFAULT_DELAY", "LeftBehindError", "driver_for", "local_cloud", "nothing_left_behind"]
 
@@ -34,8 +39,8 @@ class LeftBehindError(AssertionError):
 
 @contextmanager
 def local_cloud(*, delays: Delays = DEFAULT_DELAY, users: Optional[Mapping[str, str]] = None,
-                faults: Iterable[Any] = (), state_dir: Optional[str] = None, set_env: bool = True,
-                **options: Any) -> Iterator[Any]:
+                faults: Iterable[Union[str, Fault]] = (), state_dir: Optional[str] = None,
+                set_env: bool = True, **options: Any) -> Iterator[LocalCloud]:
     """A running :class:`~stratuslab_lc_plugin.emulator.LocalCloud`, stopped on exit.
 
     ``delays``, ``users``, ``faults``, ``state_dir`` and any other keyword go to
@@ -66,7 +71,7 @@ def local_cloud(*, delays: Delays = DEFAULT_DELAY, users: Optional[Mapping[str, 
                     os.environ[name] = value
 
 
-def driver_for(cloud: Any, **kwargs: Any) -> Any:
+def driver_for(cloud: LocalCloud, **kwargs: Any) -> StratusLabNodeDriver:
     """A new driver for ``cloud``, made as users make one: ``get_driver('stratuslab')``.
 
     Its key pairs go to the cloud's temporary key store (see :func:`local_cloud`).
@@ -75,13 +80,15 @@ def driver_for(cloud: Any, **kwargs: Any) -> Any:
 
     import stratuslab_lc_plugin  # noqa: F401 - registers where .pth files are not processed
 
-    if getattr(cloud, "keypairs_dir", None):
+    if cloud.keypairs_dir:
         kwargs.setdefault("ex_keypairs_dir", cloud.keypairs_dir)
-    return get_driver("stratuslab")("default", stratuslab_user_config=cloud.config_path, **kwargs)
+    driver = get_driver("stratuslab")("default", stratuslab_user_config=cloud.config_path, **kwargs)
+    return cast("StratusLabNodeDriver", driver)  # the registry's "stratuslab" is always ours
 
 
 @contextmanager
-def nothing_left_behind(driver: Any, cloud: Any = None) -> Iterator[Any]:
+def nothing_left_behind(driver: StratusLabNodeDriver,
+                        cloud: Optional[LocalCloud] = None) -> Iterator[StratusLabNodeDriver]:
     """Remove, on exit, the nodes and volumes that appeared while the block ran.
 
     What existed before is never touched, so a shared cloud keeps what other code made.
@@ -112,8 +119,11 @@ def nothing_left_behind(driver: Any, cloud: Any = None) -> Iterator[Any]:
 
 
 @contextmanager
-def _faults_aside(cloud: Any) -> Iterator[None]:
-    saved = list(cloud.faults) if cloud is not None else []
+def _faults_aside(cloud: Optional[LocalCloud]) -> Iterator[None]:
+    if cloud is None:
+        yield
+        return
+    saved = list(cloud.faults)
     for fault in saved:
         cloud.faults.remove(fault)
     try:
@@ -123,7 +133,7 @@ def _faults_aside(cloud: Any) -> Iterator[None]:
             cloud.faults.add(fault)
 
 
-def _remove_new(driver: Any, nodes_before: set, volumes_before: set) -> List[str]:
+def _remove_new(driver: StratusLabNodeDriver, nodes_before: set, volumes_before: set) -> List[str]:
     from libcloud.compute.base import Node
     from libcloud.compute.types import NodeState
 
@@ -131,7 +141,7 @@ def _remove_new(driver: Any, nodes_before: set, volumes_before: set) -> List[str
 
     problems: List[str] = []
 
-    def attempt(what: str, action: Any, *args: Any, **kwargs: Any) -> None:
+    def attempt(what: str, action: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         try:
             action(*args, **kwargs)
         except NotFoundError:
@@ -143,11 +153,12 @@ def _remove_new(driver: Any, nodes_before: set, volumes_before: set) -> List[str
     for volume in driver.list_volumes():
         if volume.id in volumes_before:
             continue
-        for attachment in volume.extra.get("attachments", []):
+        extra = volume.extra or {}
+        for attachment in extra.get("attachments", []):
             # A node the listing no longer shows: detach_volume reads only its id and location.
             node = nodes.get(attachment["node_id"]) or Node(
                 id=attachment["node_id"], name="", state=NodeState.UNKNOWN, public_ips=[], private_ips=[],
-                driver=driver, extra={"location": volume.extra.get("location")})
+                driver=driver, extra={"location": extra.get("location")})
             attempt("detach volume %s from node %s" % (volume.id, node.id), driver.detach_volume,
                     volume, ex_node=node)
         attempt("destroy volume %s" % volume.id, driver.destroy_volume, volume)

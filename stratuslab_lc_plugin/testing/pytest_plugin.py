@@ -29,11 +29,15 @@ and the standard library, prints nothing and starts nothing.
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Union
 
 import pytest
 
 from stratuslab_lc_plugin.testing.clouds import DEFAULT_DELAY, driver_for, local_cloud, nothing_left_behind
+
+if TYPE_CHECKING:  # for the annotations only: collection must not load Libcloud or the cloud
+    from stratuslab_lc_plugin.driver import StratusLabNodeDriver
+    from stratuslab_lc_plugin.emulator.cloud import LocalCloud
 
 __all__ = ["parse_delays"]
 
@@ -45,7 +49,7 @@ PER_TEST_OPTION = "--stratuslab-cloud-per-test"
 Delays = Union[float, Dict[str, float]]
 
 
-def pytest_addoption(parser: Any) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("stratuslab", "local StratusLab cloud (stratuslab-lc-plugin)")
     group.addoption(
         DELAY_OPTION, dest="stratuslab_delay", default=None, metavar="SECONDS|STEP=SECONDS,...",
@@ -59,7 +63,7 @@ def pytest_addoption(parser: Any) -> None:
                   default=None)
 
 
-def pytest_configure(config: Any) -> None:
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "%s(**options): give this test a local StratusLab cloud of its own, made with these "
@@ -98,7 +102,7 @@ def _seconds(value: str, where: str) -> float:
     return seconds
 
 
-def _configured_delays(config: Any) -> Delays:
+def _configured_delays(config: pytest.Config) -> Delays:
     option = config.getoption("stratuslab_delay")
     source, text = (DELAY_OPTION, option) if option is not None else ("ini " + DELAY_INI, config.getini(DELAY_INI))
     if not text:
@@ -116,7 +120,7 @@ def _configured_delays(config: Any) -> Delays:
 
 
 @contextmanager
-def _cloud(config: Any, state_dir: str, options: Dict[str, Any], origin: str) -> Iterator[Any]:
+def _cloud(config: pytest.Config, state_dir: str, options: Dict[str, Any], origin: str) -> Iterator[LocalCloud]:
     options = dict(options)
     options.setdefault("delays", _configured_delays(config))
     with ExitStack() as stack:
@@ -128,14 +132,16 @@ def _cloud(config: Any, state_dir: str, options: Dict[str, Any], origin: str) ->
 
 
 @pytest.fixture(scope="session")
-def stratuslab_session_cloud(request: Any, tmp_path_factory: Any) -> Iterator[Any]:
+def stratuslab_session_cloud(request: pytest.FixtureRequest,
+                             tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """The session's local StratusLab cloud, started on first use."""
     with _cloud(request.config, str(tmp_path_factory.mktemp("stratuslab-cloud")), {}, "the session") as cloud:
         yield cloud
 
 
 @pytest.fixture
-def stratuslab_cloud(request: Any, tmp_path_factory: Any) -> Iterator[Any]:
+def stratuslab_cloud(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     """The local cloud of this test: the session's, or its own (marker or option)."""
     marker = request.node.get_closest_marker(MARKER)
     if marker is None and not request.config.getoption("stratuslab_cloud_per_test"):
@@ -156,20 +162,18 @@ def stratuslab_cloud(request: Any, tmp_path_factory: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def stratuslab_driver(stratuslab_cloud: Any) -> Iterator[Any]:
+def stratuslab_driver(stratuslab_cloud: LocalCloud) -> Iterator[StratusLabNodeDriver]:
     """A new driver for this test's cloud; what the test created is destroyed after it."""
     driver = driver_for(stratuslab_cloud)
     try:
         with nothing_left_behind(driver, cloud=stratuslab_cloud):
             yield driver
     finally:
-        close: Optional[Any] = getattr(driver, "close", None)
-        if callable(close):
-            close()
+        driver.close()
 
 
 @pytest.fixture
-def stratuslab_config(stratuslab_cloud: Any, monkeypatch: Any) -> str:
+def stratuslab_config(stratuslab_cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> str:
     """The configuration file of this test's cloud, also in ``STRATUSLAB_USER_CONFIG``."""
     monkeypatch.setenv("STRATUSLAB_USER_CONFIG", stratuslab_cloud.config_path)
     return stratuslab_cloud.config_path

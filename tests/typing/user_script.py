@@ -1,6 +1,7 @@
 """A user's program, type-checked with ``mypy --strict`` by ``tox -e typing``: the public API
-of the driver (its methods, ``ex_`` ones included, ``.failures``, key pairs and errors) must
-need no cast and no ``type: ignore``. It is never run by the tests."""
+of the driver (its methods, ``ex_`` ones included, ``.failures``, key pairs and errors) and
+of the testing helpers must need no cast and no ``type: ignore``. It is never run by the
+tests."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from stratuslab_lc_plugin.errors import (
     ServiceUnavailableError,
     StratusLabError,
 )
+from stratuslab_lc_plugin.testing import driver_for, local_cloud, nothing_left_behind
 
 
 def open_driver(config: str) -> StratusLabNodeDriver:
@@ -66,6 +68,16 @@ def deploy(driver: StratusLabNodeDriver, key_path: str) -> None:
         return
     driver.reboot_node(node)
     driver.destroy_node(node, ex_location=node.extra["location"])
+
+
+def smoke_test() -> None:
+    """A user's own test without pytest: a local cloud, a driver for it, nothing left behind."""
+    with local_cloud(delays=0, faults=["one.vm.allocate=http-503:1"]) as cloud:
+        with nothing_left_behind(driver_for(cloud, timeout=30), cloud) as driver:
+            node = driver.create_node(name="smoke", size="m1.small", image=driver.list_images()[0])
+            ((running, addresses),) = driver.wait_until_running(
+                [node], ex_on_poll=lambda seen: print(seen.extra["state_label"]))
+            print(running.state, addresses, cloud.config_path)
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ class ComputeMixin(DriverCore):
 
     # -- nodes ------------------------------------------------------------------------------
 
-    def list_nodes(self, ex_location: LocationArg = None, ex_partial: bool = False,  # type: ignore[override]
+    def list_nodes(self, ex_location: LocationArg = None, ex_partial: bool = False,
                    **kwargs: object) -> NodeList[Node]:
         """Every node of every location, or of ``ex_location`` only.
 
@@ -323,7 +323,7 @@ class ComputeMixin(DriverCore):
 
     def _size_spec(self, size: Union[NodeSize, str]) -> SizeSpec:
         size_id = size.id if isinstance(size, NodeSize) else size
-        spec = self._config.sizes.get(size_id)  # type: ignore[arg-type]
+        spec = self._config.sizes.get(size_id)
         if spec is None:
             raise ValueError("unknown size %r; sizes are %s" % (size_id, ", ".join(sorted(self._config.sizes))))
         return spec

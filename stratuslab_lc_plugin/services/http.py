@@ -215,7 +215,7 @@ def read_body(response: requests.Response, limit: int) -> bytes:
         response.close()  # a half-read answer must not go back to the keep-alive pool
         raise
     body = b"".join(chunks)
-    response._content = body  # type: ignore[attr-defined]
+    response._content = body
     response._content_consumed = True  # type: ignore[attr-defined]
     return body
 
@@ -283,7 +283,7 @@ def _redacting_subclass(conn_class: type, limit: int) -> type:
     log_curl: Callable[..., str] = conn_class._log_curl  # type: ignore[attr-defined]
     get_response: Callable[..., Any] = conn_class.getresponse  # type: ignore[attr-defined]
 
-    class RedactingLoggingConnection(conn_class):  # type: ignore[misc, valid-type]
+    class RedactingLoggingConnection(conn_class):
         _redacts = True
 
         def _log_curl(self, method: str, url: str, body: Any, headers: Optional[dict]) -> str:

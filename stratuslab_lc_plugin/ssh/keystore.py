@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple, Union
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -199,7 +199,7 @@ def _private_twin(public_path: str) -> Optional[str]:
     return private if private and os.path.exists(private) else None
 
 
-def _generate(key_type: str):  # type: ignore[no-untyped-def]
+def _generate(key_type: str) -> Union[ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]:
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     if key_type == "rsa":

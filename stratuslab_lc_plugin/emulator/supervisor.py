@@ -49,9 +49,10 @@ _MAX_FRAME = 1 << 24
 _FDS_PER_COMMAND = 3
 _PR_SET_CHILD_SUBREAPER = 36
 _KILL_ROUNDS = 200
-# Dispositions a command must not inherit: Python ignores SIGPIPE and SIGXFSZ, and the
-# supervisor ignores the terminal's signals and handles the others itself.
-#: What a command may catch: on a real VM sshd starts each with every one at its default.
+# Every signal a command may catch starts at its default, as sshd starts commands on a
+# real VM: Python ignores SIGPIPE and SIGXFSZ, the supervisor ignores the terminal's
+# signals and handles others itself, and whatever started the cloud may have left some
+# ignored or blocked too.
 _RESET_SIGNALS = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
 
 
@@ -177,9 +178,8 @@ class _Supervisor:
         pid = os.fork()
         if pid == 0:  # the command
             try:
-                # Not only what Python and the supervisor changed: also what was ignored or
-                # blocked when the cloud started (a background job of a shell ignores
-                # SIGINT and SIGQUIT, nohup SIGHUP), which commands would otherwise inherit.
+                # A shell's background job ignores SIGINT and SIGQUIT, nohup SIGHUP: without
+                # this, commands would inherit that from the cloud.
                 for signum in _RESET_SIGNALS:
                     try:
                         signal.signal(signum, signal.SIG_DFL)
